@@ -1,0 +1,290 @@
+"""The one sampling core every task uses.
+
+At each step the whole volume's noise estimate is assembled from overlapping windows, each window
+carrying its own crops of the position coordinates, the anatomy labels and any control volume; the
+estimates are blended with Gaussian weights; then one update runs on the whole volume.
+
+Memory: besides the volume x_t itself the estimator keeps two volume-sized buffers (the blended
+estimate and the reciprocal weight sum); per-window work is bounded by the window size and batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .network import coordinate_grid, whole_volume_axes
+from .progress import SILENT, Progress
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How the volume is tiled: window edge (None: the model's training window), overlap fraction,
+    windows evaluated per network call, and the Gaussian blending width relative to the window."""
+
+    size: int | None = None
+    overlap: float = 0.25
+    batch: int = 1
+    sigma_scale: float = 0.125
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError("overlap must lie in [0, 1)")
+        if self.batch < 1:
+            raise ValueError("windows per batch must be at least 1")
+        if self.size is not None and self.size < 1:
+            raise ValueError("window size must be positive")
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What the denoiser is told about the volume being sampled.
+
+    region: region class index (None: unknown). anatomy: (D, H, W) integer labels on the volume's grid.
+    axes: per-axis coordinates (z, y, x) of the volume in its whole-volume frame; None means the volume
+    is the whole volume ([-1, 1] along each axis). use_position=False feeds no position at all.
+    control: (C, D, H, W) volume for a ControlNet (low-resolution image, lesion mask), cropped per window.
+    """
+
+    region: int | None = None
+    anatomy: torch.Tensor | None = None
+    axes: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    use_position: bool = True
+    control: torch.Tensor | None = None
+
+
+class Denoiser(Protocol):
+    """eps_theta: MedDiffFMNet, or a network with a ControlNet that accepts control=."""
+
+    config: object
+
+    def __call__(self, x, timesteps, region=None, anatomy=None, coords=None, **kwargs) -> torch.Tensor: ...
+
+
+def window_starts(length: int, window: int, overlap: float) -> list[int]:
+    """Start indices of windows covering [0, length); the last window ends exactly at the border."""
+    if length <= window:
+        return [0]
+    stride = max(1, int(window * (1.0 - overlap)))
+    starts = list(range(0, length - window, stride))
+    starts.append(length - window)
+    return starts
+
+
+def gaussian_window(size: Sequence[int], sigma_scale: float, device, dtype) -> torch.Tensor:
+    """Separable Gaussian importance map peaking at the window centre, floored so no weight is zero."""
+    weights = None
+    for n in size:
+        centre = (n - 1) / 2.0
+        sigma = max(sigma_scale * n, 1e-3)
+        g = torch.exp(-0.5 * ((torch.arange(n, dtype=torch.float64) - centre) / sigma) ** 2)
+        weights = g if weights is None else weights[..., None] * g
+    weights = weights / weights.max()
+    return weights.clamp_min(1e-4).to(device=device, dtype=dtype)
+
+
+class SlidingWindowEstimator:
+    """Whole-volume noise estimate from overlapping windows with Gaussian blending."""
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        shape: Sequence[int],
+        conditions: Conditions = Conditions(),
+        windows: WindowConfig = WindowConfig(),
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
+        self.denoiser = denoiser
+        self.shape = tuple(int(s) for s in shape)
+        self.conditions = conditions
+        self.windows = windows
+        self.device = torch.device(device)
+        self.dtype = dtype
+        cfg = denoiser.config
+        divisor = cfg.size_divisor
+        edge = windows.size or cfg.window_size
+        if edge % divisor:
+            raise ValueError(f"window size {edge} must be a multiple of {divisor} for this model")
+        # Along an axis shorter than the window, the window shrinks to the axis rounded up to the
+        # network's divisor; the few missing voxels are padded per window.
+        self.window = tuple(min(edge, math.ceil(n / divisor) * divisor) for n in self.shape)
+        starts = [window_starts(n, w, windows.overlap) for n, w in zip(self.shape, self.window)]
+        self.boxes = [
+            tuple(slice(s, min(s + w, n)) for s, w, n in zip(corner, self.window, self.shape))
+            for corner in itertools.product(*starts)
+        ]
+        self.weight = gaussian_window(self.window, windows.sigma_scale, self.device, dtype)
+        if conditions.axes is None:
+            self.axes = whole_volume_axes(self.shape, self.device)
+        else:
+            self.axes = tuple(a.to(self.device, dtype=torch.float32) for a in conditions.axes)
+            if tuple(len(a) for a in self.axes) != self.shape:
+                raise ValueError("coordinate axes must match the volume's shape")
+        self._sum = torch.zeros((1, 1, *self.shape), device=self.device, dtype=dtype)
+        self._norm = torch.zeros((1, 1, *self.shape), device=self.device, dtype=dtype)
+        for box in self.boxes:
+            self._norm[(..., *box)] += self._valid_weight(box)
+        self._norm.reciprocal_()
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def _valid_weight(self, box) -> torch.Tensor:
+        return self.weight[tuple(slice(0, b.stop - b.start) for b in box)]
+
+    def _pad(self, crop: torch.Tensor) -> torch.Tensor:
+        """Pad a (C, d, h, w) crop up to the window size (replicating the border)."""
+        missing = [w - n for w, n in zip(self.window, crop.shape[-3:])]
+        if not any(missing):
+            return crop
+        pad = [p for m in reversed(missing) for p in (0, m)]
+        return F.pad(crop.unsqueeze(0).float(), pad, mode="replicate").squeeze(0).to(crop.dtype)
+
+    def _window_axes(self, box) -> list[torch.Tensor]:
+        """Coordinates of a window, extended linearly past the volume where the window is padded."""
+        out = []
+        for axis, b, w in zip(self.axes, box, self.window):
+            a = axis[b]
+            if len(a) < w:
+                step = (a[-1] - a[0]) / (len(a) - 1) if len(a) > 1 else a.new_tensor(0.0)
+                extra = a[-1] + step * torch.arange(1, w - len(a) + 1, device=a.device)
+                a = torch.cat([a, extra])
+            out.append(a)
+        return out
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """eps estimate for x of shape (1, 1, D, H, W) at timestep t. The returned tensor is an
+        internal buffer, valid until the next call."""
+        cond = self.conditions
+        self._sum.zero_()
+        for group in _chunks(self.boxes, self.windows.batch):
+            xs = torch.stack([self._pad(x[0][(slice(None), *box)]) for box in group])
+            kwargs = {}
+            if cond.use_position:
+                kwargs["coords"] = torch.cat([coordinate_grid(self._window_axes(box)) for box in group])
+            if cond.anatomy is not None:
+                kwargs["anatomy"] = torch.stack(
+                    [self._pad(cond.anatomy[None][(slice(None), *box)])[0] for box in group]
+                ).to(self.device)
+            if cond.control is not None:
+                kwargs["control"] = torch.stack(
+                    [self._pad(cond.control[(slice(None), *box)]) for box in group]
+                ).to(self.device, self.dtype)
+            timesteps = torch.full((len(group),), int(t), device=self.device, dtype=torch.long)
+            eps = self.denoiser(xs.to(self.device, self.dtype), timesteps, region=cond.region, **kwargs)
+            for e, box in zip(eps, group):
+                valid = e[(slice(None), *(slice(0, b.stop - b.start) for b in box))]
+                self._sum[(0, slice(None), *box)] += valid * self._valid_weight(box)
+        return self._sum.mul_(self._norm)
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    generator = torch.Generator(device=torch.device(device))
+    generator.manual_seed(int(seed))
+    return generator
+
+
+def spaced_timesteps(steps: int, start: int = 999) -> list[int]:
+    """`steps` timesteps spaced uniformly from `start` down to 0 (descending, without repeats)."""
+    if steps < 1:
+        raise ValueError("the number of sampling steps must be at least 1")
+    if start < 0:
+        raise ValueError("the starting timestep must be >= 0")
+    values = torch.linspace(start, 0, min(steps, start + 1), dtype=torch.float64).round().long().tolist()
+    return list(dict.fromkeys(values))
+
+
+@dataclass
+class StepContext:
+    """What a hook sees at one step: index in the timestep list, t and the next timestep t_next
+    (-1 = the end, alpha_bar = 1), the current sample x_t, the noise estimate and the x_0 estimate."""
+
+    index: int
+    t: int
+    t_next: int
+    x_t: torch.Tensor
+    eps: torch.Tensor | None
+    x0: torch.Tensor | None
+
+
+def sample(
+    estimator: Callable[[torch.Tensor, int], torch.Tensor],
+    alphas_cumprod: torch.Tensor,
+    x: torch.Tensor,
+    timesteps: Sequence[int],
+    *,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    clip: bool = True,
+    x0_hook: Callable[[torch.Tensor, StepContext], torch.Tensor] | None = None,
+    on_step: Callable[[torch.Tensor, StepContext], torch.Tensor | None] | None = None,
+    progress: Progress = SILENT,
+    stage: str = "sampling",
+) -> torch.Tensor:
+    """Generalised DDIM sampling (Song et al., 2021, eq. 12) over an arbitrary timestep sequence.
+
+    For consecutive timesteps t > s (s = -1 after the last one, with alpha_bar_{-1} = 1):
+        x0_hat = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t),  clipped to [-1, 1], then x0_hook(x0_hat)
+        eps'   = (x_t - sqrt(a_t) x0_hat) / sqrt(1 - a_t)
+        sigma  = eta sqrt((1 - a_s) / (1 - a_t)) sqrt(1 - a_t / a_s)
+        x_s    = sqrt(a_s) x0_hat + sqrt(1 - a_s - sigma^2) eps' + sigma z
+    eta = 0 is deterministic DDIM, eta = 1 is DDPM-like ancestral sampling. A step to a *later*
+    timestep s > t re-noises instead, x_s ~ q(x_s | x_t) (RePaint's jumps back in time).
+    x starts at timesteps[0] (an intermediate timestep starts a partial trajectory); on_step(x_s, ctx)
+    may return a replacement for x_s (data consistency, RePaint's known region).
+    """
+    a = alphas_cumprod.to(torch.float64)
+    steps = list(timesteps)
+    progress.start(stage, len(steps))
+    with torch.inference_mode():
+        for i, t in enumerate(steps):
+            s = steps[i + 1] if i + 1 < len(steps) else -1
+            a_t = a[t].item()
+            a_s = a[s].item() if s >= 0 else 1.0
+            if s > t:
+                z = _noise_like(x, generator)
+                x = math.sqrt(a_s / a_t) * x + math.sqrt(1.0 - a_s / a_t) * z
+                ctx = StepContext(i, t, s, x, None, None)
+            else:
+                eps = estimator(x, t)
+                x0 = (x - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
+                if clip:
+                    x0 = x0.clamp_(-1.0, 1.0)
+                ctx = StepContext(i, t, s, x, eps, x0)
+                if x0_hook is not None:
+                    x0 = x0_hook(x0, ctx)
+                    ctx.x0 = x0
+                eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1.0 - a_t)
+                sigma = eta * math.sqrt((1.0 - a_s) / (1.0 - a_t)) * math.sqrt(max(1.0 - a_t / a_s, 0.0))
+                x = math.sqrt(a_s) * x0 + math.sqrt(max(1.0 - a_s - sigma**2, 0.0)) * eps
+                if sigma > 0:
+                    x = x + sigma * _noise_like(x, generator)
+            if on_step is not None:
+                replaced = on_step(x, ctx)
+                if replaced is not None:
+                    x = replaced
+            progress.step(i + 1, f"t={t}")
+    return x
+
+
+def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def add_noise(x0: torch.Tensor, t: int, alphas_cumprod: torch.Tensor, generator: torch.Generator | None = None):
+    """x_t ~ q(x_t | x_0) = sqrt(a_t) x_0 + sqrt(1 - a_t) z, for starting a partial trajectory."""
+    a_t = alphas_cumprod[t].item()
+    return math.sqrt(a_t) * x0 + math.sqrt(1.0 - a_t) * _noise_like(x0, generator)
