@@ -100,14 +100,18 @@ def position_encoding(coords: torch.Tensor, frequencies: int) -> torch.Tensor:
     return torch.cat(features, dim=1)
 
 
+ABSENT_ANATOMY = -1  # a label value meaning "no anatomy given here" (zero bit-planes)
+
+
 def anatomy_bitplanes(labels: torch.Tensor, bits: int) -> torch.Tensor:
-    """(N, D, H, W) integer labels -> (N, bits, D, H, W) bit-planes in {-1, +1}."""
+    """(N, D, H, W) integer labels -> (N, bits, D, H, W) bit-planes in {-1, +1}; ABSENT_ANATOMY -> 0."""
     labels = labels.long()
-    if labels.min() < 0 or labels.max() >= 2**bits:
+    if labels.min() < ABSENT_ANATOMY or labels.max() >= 2**bits:
         raise ValueError(f"anatomy labels must lie in [0, {2**bits - 1}]")
     shifts = torch.arange(bits, device=labels.device).view(1, bits, 1, 1, 1)
-    planes = (labels.unsqueeze(1) >> shifts) & 1
-    return planes.float() * 2.0 - 1.0
+    present = (labels >= 0).unsqueeze(1)
+    planes = (labels.clamp_min(0).unsqueeze(1) >> shifts) & 1
+    return (planes.float() * 2.0 - 1.0) * present
 
 
 def coordinate_grid(axes: Sequence[torch.Tensor]) -> torch.Tensor:

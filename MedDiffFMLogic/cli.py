@@ -1,0 +1,196 @@
+"""The `meddifffm` command line. Every command takes --device, --seed and --progress.
+
+Exit codes: 0 success, 1 a user-facing error (message on stderr, and a JSON error line with
+--progress json), 2 bad command-line usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .device import DEVICE_CHOICES
+from .errors import InputError, MedDiffFMError
+from .progress import PROGRESS_MODES, Progress
+from .regions import REGIONS
+from .sampling import WindowConfig
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("common options")
+    group.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to run (default: auto)")
+    group.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats the output")
+    group.add_argument(
+        "--progress", choices=PROGRESS_MODES, default=None,
+        help="progress report: a bar (default on a terminal), JSON lines on stdout, or none",
+    )
+
+
+def _windows(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("sliding window (memory and speed)")
+    group.add_argument("--window", type=int, default=None, help="window edge in voxels (default: the model's)")
+    group.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
+    group.add_argument("--window-batch", type=int, default=1, help="windows per network call (default 1)")
+
+
+def _window_config(args) -> WindowConfig:
+    try:
+        return WindowConfig(size=args.window, overlap=args.overlap, batch=args.window_batch)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def _triple(kind):
+    def parse(text: str):
+        parts = text.replace("x", ",").split(",") if isinstance(text, str) else text
+        try:
+            values = tuple(kind(p) for p in parts if str(p).strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected three numbers, got {text!r}") from None
+        if len(values) == 1:
+            values = values * 3
+        if len(values) != 3:
+            raise argparse.ArgumentTypeError(f"expected one or three numbers, got {text!r}")
+        return values
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meddifffm",
+        description="MedDiff-FM: one 3D CT diffusion model for head-and-neck, chest and abdomen.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list the models the engine knows")
+    p.add_argument("--models-dir", action="append", default=[], help="another folder of model cards")
+    p.add_argument("--json", action="store_true", help="print the catalogue as JSON")
+    _common(p)
+
+    p = sub.add_parser("phantom", help="write a procedural CT phantom (and its labels, lesions, low-dose scan)")
+    p.add_argument("--region", choices=REGIONS, default="chest")
+    p.add_argument("-o", "--output", required=True, help="CT output (.nii.gz, .nrrd, .mha)")
+    p.add_argument("--labels", help="organ label map output (TotalSegmentator class indices)")
+    p.add_argument("--size", type=_triple(int), default=(96, 96, 64), help="voxels X,Y,Z (default 96,96,64)")
+    p.add_argument("--spacing", type=_triple(float), default=(2.0, 2.0, 2.5), help="mm X,Y,Z (default 2,2,2.5)")
+    p.add_argument("--lesions", type=int, default=0, help="number of lesions to insert")
+    p.add_argument("--lesion-mask", help="lesion mask output")
+    p.add_argument("--low-dose", help="also write a simulated low-dose scan here")
+    p.add_argument("--dose", type=float, default=0.25, help="dose fraction of the low-dose scan (default 0.25)")
+    _common(p)
+
+    p = sub.add_parser("synthesize", help="sample a whole CT volume of a region")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--region", choices=REGIONS, default="chest")
+    p.add_argument("--size", type=_triple(int), default=(64, 64, 64), help="voxels X,Y,Z (default 64,64,64)")
+    p.add_argument("--spacing", type=_triple(float), default=None, help="mm X,Y,Z (default: the model's)")
+    p.add_argument("--anatomy", help="organ label map to follow; its grid becomes the output grid")
+    p.add_argument("--model", default=None, help="model name or card path (default: the bundled base model)")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    _windows(p)
+    _common(p)
+
+    p = sub.add_parser("demo", help="make a phantom, simulate a low-dose scan and run a short sampling run")
+    p.add_argument("-o", "--output", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("--train-steps", type=int, default=150, help="training steps of the demo's tiny model")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
+    _common(p)
+    return parser
+
+
+def _run(args, progress: Progress) -> dict[str, str]:
+    if args.command == "models":
+        return _models(args)
+    if args.command == "phantom":
+        return _phantom(args)
+    if args.command == "synthesize":
+        from .tasks import synthesize
+
+        config = synthesize.SynthesizeConfig(
+            region=args.region, size=args.size, spacing=args.spacing, anatomy=args.anatomy,
+            steps=args.steps, windows=_window_config(args), seed=args.seed, device=args.device,
+            **({"model": args.model} if args.model else {}),
+        )
+        return synthesize.run(config, args.output, progress)
+    if args.command == "demo":
+        from .tasks import demo
+
+        config = demo.DemoConfig(train_steps=args.train_steps, steps=args.steps, seed=args.seed, device=args.device)
+        return demo.run(config, args.output, progress)
+    raise AssertionError(args.command)
+
+
+def _models(args) -> dict[str, str]:
+    import json
+
+    from .modelfiles import list_models
+
+    entries = list_models(args.models_dir)
+    if args.json:
+        print(json.dumps([
+            {"name": e.name, "card": str(e.card_path), "source": e.source, "problem": e.problem,
+             "kind": e.card.kind if e.card else None,
+             "intended_use": e.card.intended_use if e.card else None,
+             "licence": e.card.licence if e.card else None}
+            for e in entries
+        ], indent=2))
+    elif not entries:
+        print("no models found (bundled folder, user folder, MEDDIFFFM_MODELS)", file=sys.stderr)
+    else:
+        for e in entries:
+            what = f"{e.card.kind:<10} {e.card.licence:<12} {e.card.intended_use}" if e.card else f"BROKEN: {e.problem}"
+            print(f"{e.name:<28} {e.source:<17} {what}")
+    return {}
+
+
+def _phantom(args) -> dict[str, str]:
+    from . import ctio
+    from .phantoms import PhantomConfig, make_phantom, simulate_low_dose
+
+    if args.lesion_mask and args.lesions < 1:
+        raise InputError("--lesion-mask needs --lesions 1 or more")
+    targets = [args.output, args.labels, args.lesion_mask, args.low_dose]
+    given = [Path(t).resolve() for t in targets if t]
+    if len(set(given)) != len(given):
+        raise InputError("the output paths must differ from one another")
+    phantom = make_phantom(PhantomConfig(
+        region=args.region, size=args.size, spacing=args.spacing, lesions=args.lesions, seed=args.seed,
+    ))
+    outputs = {"image": str(ctio.write_image(phantom.image, args.output))}
+    if args.labels:
+        outputs["labels"] = str(ctio.write_image(phantom.labels, args.labels))
+    if args.lesion_mask:
+        outputs["lesion_mask"] = str(ctio.write_image(phantom.lesion_mask, args.lesion_mask))
+    if args.low_dose:
+        if not 0 < args.dose <= 1:
+            raise InputError("--dose must lie in (0, 1]: the fraction of the full dose")
+        low = simulate_low_dose(phantom.image, args.dose, seed=args.seed)
+        outputs["low_dose"] = str(ctio.write_image(low, args.low_dose))
+    return outputs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
+    progress = Progress(mode)
+    try:
+        outputs = _run(args, progress)
+    except MedDiffFMError as exc:
+        progress.error(str(exc))
+        print(f"meddifffm {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        progress.error("interrupted")
+        print(f"meddifffm {args.command}: interrupted; no output was written", file=sys.stderr)
+        return 130
+    progress.done(outputs)
+    if mode != "json":
+        for key, value in outputs.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

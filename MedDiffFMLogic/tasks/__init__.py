@@ -1,0 +1,1 @@
+"""One file per task: a frozen dataclass config and one run()."""

@@ -1,0 +1,1 @@
+"""Headless training: never imported by the Slicer module."""

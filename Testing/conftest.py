@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny networks whose output is not trivially zero, and a saved tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from MedDiffFMLogic.modelfiles import save_model
+from MedDiffFMLogic.network import TINY, MedDiffFMNet
+
+torch.set_num_threads(2)
+
+
+def make_tiny_net(seed: int = 0) -> MedDiffFMNet:
+    """A TINY network with its zero-initialised output layers randomised, so its output is informative."""
+    torch.manual_seed(seed)
+    net = MedDiffFMNet(TINY).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.dim() > 1 and not p.abs().sum():
+                p.normal_(0.0, 0.05)
+    return net
+
+
+@pytest.fixture
+def tiny_net() -> MedDiffFMNet:
+    return make_tiny_net()
+
+
+@pytest.fixture
+def tiny_model_card(tmp_path) -> "Path":  # noqa: F821
+    return save_model(
+        make_tiny_net(), tmp_path / "models", name="tiny-test", kind="base",
+        architecture=TINY.to_dict(), working_spacing=(4.0, 4.0, 4.0),
+        description="random tiny network for tests",
+    )

@@ -1,0 +1,154 @@
+import math
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from MedDiffFMLogic.network import coordinate_grid, whole_volume_axes
+from MedDiffFMLogic.sampling import (
+    Conditions, SlidingWindowEstimator, WindowConfig, add_noise, make_generator, sample, spaced_timesteps,
+    window_starts,
+)
+from MedDiffFMLogic.schedules import alphas_cumprod, timestep_for_noise_level
+
+
+@pytest.mark.parametrize("length,window,overlap", [(32, 32, 0.25), (100, 32, 0.25), (77, 32, 0.5), (20, 32, 0.25)])
+def test_windows_cover_the_axis(length, window, overlap):
+    starts = window_starts(length, window, overlap)
+    covered = set()
+    for s in starts:
+        covered |= set(range(s, min(s + window, length)))
+    assert covered == set(range(length))
+    assert starts[0] == 0 and (length <= window or starts[-1] + window == length)
+
+
+def test_one_window_equals_the_direct_estimate(tiny_net):
+    x = torch.randn(1, 1, 32, 32, 32, generator=make_generator(1))
+    anatomy = torch.randint(0, 119, (32, 32, 32), generator=make_generator(2))
+    estimator = SlidingWindowEstimator(tiny_net, (32, 32, 32), Conditions(region=1, anatomy=anatomy))
+    assert len(estimator) == 1
+    blended = estimator(x, 400).clone()
+    with torch.no_grad():
+        direct = tiny_net(x, torch.tensor([400]), region=1, anatomy=anatomy[None],
+                          coords=coordinate_grid(whole_volume_axes((32, 32, 32))))
+    torch.testing.assert_close(blended, direct, rtol=1e-5, atol=1e-6)
+
+
+def _border_jumps(estimator, eps):
+    """Mean |eps[z+1] - eps[z]| across window borders along z, and elsewhere."""
+    length = eps.shape[2]
+    borders = {b[0].start - 1 for b in estimator.boxes if b[0].start > 0}
+    borders |= {b[0].stop - 1 for b in estimator.boxes if b[0].stop < length}
+    jumps = (eps[0, 0, 1:] - eps[0, 0, :-1]).abs().mean(dim=(1, 2))
+    at = jumps[sorted(borders)].mean()
+    away = jumps[[i for i in range(length - 1) if i not in borders]].mean()
+    return at.item(), away.item()
+
+
+def test_gaussian_blending_leaves_no_seam_at_window_borders(tiny_net):
+    depth = 80
+    z = torch.linspace(0, 1, depth)
+    x = (torch.sin(6 * z)[:, None, None] * torch.ones(depth, 32, 32))[None, None]
+    gaussian = SlidingWindowEstimator(tiny_net, (depth, 32, 32), Conditions(region=1))
+    uniform = SlidingWindowEstimator(tiny_net, (depth, 32, 32), Conditions(region=1), WindowConfig(sigma_scale=1e3))
+    assert len(gaussian) == 3
+    at, away = _border_jumps(gaussian, gaussian(x, 300))
+    assert at < 1.1 * away, (at, away)
+    # the same check is sensitive: plain averaging of the windows shows the seams
+    at_uniform, away_uniform = _border_jumps(uniform, uniform(x, 300))
+    assert at_uniform > 1.15 * away_uniform and at_uniform > at
+
+
+def test_windows_per_batch_do_not_change_the_estimate(tiny_net):
+    x = torch.randn(1, 1, 40, 36, 20, generator=make_generator(3))
+    one = SlidingWindowEstimator(tiny_net, x.shape[2:], Conditions(region=0))(x, 200).clone()
+    four = SlidingWindowEstimator(tiny_net, x.shape[2:], Conditions(region=0), WindowConfig(batch=4))(x, 200)
+    torch.testing.assert_close(one, four, rtol=1e-4, atol=1e-5)
+
+
+def _oracle(x0, a):
+    """The perfect noise estimate for a known clean image x0."""
+    def estimate(x, t):
+        return (x - math.sqrt(a[t]) * x0) / math.sqrt(1 - a[t])
+    return estimate
+
+
+def test_ddim_with_a_perfect_estimator_recovers_the_image():
+    a = alphas_cumprod()
+    x0 = torch.rand(1, 1, 8, 8, 8, generator=make_generator(0)) * 1.6 - 0.8
+    x_T = torch.randn(x0.shape, generator=make_generator(1))
+    out = sample(_oracle(x0, a), a, x_T, spaced_timesteps(10))
+    torch.testing.assert_close(out, x0, rtol=0, atol=1e-5)
+
+
+def test_partial_trajectory_hooks_and_jumps():
+    a = alphas_cumprod()
+    x0 = torch.zeros(1, 1, 4, 4, 4)
+    calls, seen = [], []
+    oracle = _oracle(x0, a)
+
+    def counted(x, t):
+        calls.append(t)
+        return oracle(x, t)
+
+    start = timestep_for_noise_level(0.15)
+    steps = spaced_timesteps(5, start=start)
+    assert steps[0] == start and steps[-1] == 0 and len(steps) == 5
+    # a RePaint-style jump back to a later timestep in the middle of the list
+    sequence = steps[:3] + [steps[1]] + steps[2:]
+    x = add_noise(x0, start, a, make_generator(0))
+    sample(counted, a, x, sequence, generator=make_generator(1),
+           x0_hook=lambda x0_hat, ctx: seen.append(("x0", ctx.t)) or x0_hat,
+           on_step=lambda x, ctx: seen.append(("step", ctx.t, ctx.t_next)))
+    assert len(calls) == len(sequence) - 1  # the jump needs no network call
+    assert [s for s in seen if s[0] == "step"][2] == ("step", steps[2], steps[1])
+
+
+def test_same_seed_same_sample_other_seed_differs(tiny_net):
+    a = alphas_cumprod()
+
+    def run(seed):
+        estimator = SlidingWindowEstimator(tiny_net, (32, 32, 48), Conditions(region=2))
+        g = make_generator(seed)
+        x = torch.randn((1, 1, 32, 32, 48), generator=g)
+        return sample(estimator, a, x, spaced_timesteps(3), eta=1.0, generator=g)
+
+    first, second, other = run(7), run(7), run(8)
+    assert torch.equal(first, second)
+    assert not torch.equal(first, other)
+
+
+MEMORY_PROBE = textwrap.dedent("""
+    import resource, sys, torch
+    sys.path.insert(0, {testing!r})
+    from conftest import make_tiny_net
+    from MedDiffFMLogic.sampling import Conditions, SlidingWindowEstimator, make_generator, sample, spaced_timesteps
+    from MedDiffFMLogic.schedules import alphas_cumprod
+    torch.set_num_threads(1)
+    net, a = make_tiny_net(), alphas_cumprod()
+    warm = SlidingWindowEstimator(net, (32, 32, 32), Conditions(region=1))
+    sample(warm, a, torch.randn(1, 1, 32, 32, 32), spaced_timesteps(1))
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    shape = tuple(int(s) for s in sys.argv[1:])
+    est = SlidingWindowEstimator(net, shape, Conditions(region=1))
+    sample(est, a, torch.randn((1, 1) + shape, generator=make_generator(0)), spaced_timesteps(2))
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
+""")
+
+
+def _peak_growth_kib(shape, testing_dir):
+    code = MEMORY_PROBE.format(testing=str(testing_dir))
+    out = subprocess.run([sys.executable, "-c", code, *map(str, shape)], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def test_peak_memory_grows_less_than_the_volume(request):
+    testing_dir = request.path.parent
+    small = _peak_growth_kib((96, 64, 64), testing_dir)
+    large = _peak_growth_kib((192, 64, 64), testing_dir)
+    volume_kib = 96 * 64 * 64 * 4 / 1024
+    # twice the volume: peak memory grows by less than 2.5x, and by a few volume-sized arrays at most
+    assert large < 2.5 * max(small, volume_kib), (small, large)
+    assert large - small < 12 * volume_kib, (small, large)
