@@ -209,7 +209,8 @@ def spaced_timesteps(steps: int, start: int = 999) -> list[int]:
 @dataclass
 class StepContext:
     """What a hook sees at one step: index in the timestep list, t and the next timestep t_next
-    (-1 = the end, alpha_bar = 1), the current sample x_t, the noise estimate and the x_0 estimate."""
+    (-1 = the end, alpha_bar = 1), the current sample x_t, the network's noise estimate (valid until
+    the next step) and the x_0 estimate after clipping and x0_hook."""
 
     index: int
     t: int
@@ -258,19 +259,22 @@ def sample(
                 x = math.sqrt(a_s / a_t) * x + math.sqrt(1.0 - a_s / a_t) * z
                 ctx = StepContext(i, t, s, x, None, None)
             else:
+                # A step holds x_t, x0_hat and x_s besides the estimator's two buffers.
                 eps = estimator(x, t)
-                x0 = (x - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
+                x0 = torch.add(x, eps, alpha=-math.sqrt(1.0 - a_t)).div_(math.sqrt(a_t))
                 if clip:
-                    x0 = x0.clamp_(-1.0, 1.0)
+                    x0.clamp_(-1.0, 1.0)
                 ctx = StepContext(i, t, s, x, eps, x0)
                 if x0_hook is not None:
                     x0 = x0_hook(x0, ctx)
                     ctx.x0 = x0
-                eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1.0 - a_t)
                 sigma = eta * math.sqrt((1.0 - a_s) / (1.0 - a_t)) * math.sqrt(max(1.0 - a_t / a_s, 0.0))
-                x = math.sqrt(a_s) * x0 + math.sqrt(max(1.0 - a_s - sigma**2, 0.0)) * eps
+                # x_s = sqrt(a_s) x0 + c eps' with eps' = (x_t - sqrt(a_t) x0) / sqrt(1 - a_t), fused so
+                # that eps' never occupies a volume of its own.
+                c = math.sqrt(max(1.0 - a_s - sigma**2, 0.0)) / math.sqrt(1.0 - a_t)
+                x = torch.mul(x, c).add_(x0, alpha=math.sqrt(a_s) - c * math.sqrt(a_t))
                 if sigma > 0:
-                    x = x + sigma * _noise_like(x, generator)
+                    x.add_(_noise_like(x, generator), alpha=sigma)
             if on_step is not None:
                 replaced = on_step(x, ctx)
                 if replaced is not None:
