@@ -10,50 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .device import DEVICE_CHOICES
+from .cli_args import add_common, triple
 from .errors import InputError, MedDiffFMError
-from .progress import PROGRESS_MODES, Progress
+from .progress import Progress
 from .regions import REGIONS
-from .sampling import WindowConfig
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("common options")
-    group.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to run (default: auto)")
-    group.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats the output")
-    group.add_argument(
-        "--progress", choices=PROGRESS_MODES, default=None,
-        help="progress report: a bar (default on a terminal), JSON lines on stdout, or none",
-    )
-
-
-def _windows(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("sliding window (memory and speed)")
-    group.add_argument("--window", type=int, default=None, help="window edge in voxels (default: the model's)")
-    group.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
-    group.add_argument("--window-batch", type=int, default=1, help="windows per network call (default 1)")
-
-
-def _window_config(args) -> WindowConfig:
-    try:
-        return WindowConfig(size=args.window, overlap=args.overlap, batch=args.window_batch)
-    except ValueError as exc:
-        raise InputError(str(exc)) from exc
-
-
-def _triple(kind):
-    def parse(text: str):
-        parts = text.replace("x", ",").split(",") if isinstance(text, str) else text
-        try:
-            values = tuple(kind(p) for p in parts if str(p).strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected three numbers, got {text!r}") from None
-        if len(values) == 1:
-            values = values * 3
-        if len(values) != 3:
-            raise argparse.ArgumentTypeError(f"expected one or three numbers, got {text!r}")
-        return values
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,59 +26,46 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the models the engine knows")
     p.add_argument("--models-dir", action="append", default=[], help="another folder of model cards")
     p.add_argument("--json", action="store_true", help="print the catalogue as JSON")
-    _common(p)
+    add_common(p)
+    p.set_defaults(run=lambda args, progress: _models(args))
 
     p = sub.add_parser("phantom", help="write a procedural CT phantom (and its labels, lesions, low-dose scan)")
     p.add_argument("--region", choices=REGIONS, default="chest")
     p.add_argument("-o", "--output", required=True, help="CT output (.nii.gz, .nrrd, .mha)")
     p.add_argument("--labels", help="organ label map output (TotalSegmentator class indices)")
-    p.add_argument("--size", type=_triple(int), default=(96, 96, 64), help="voxels X,Y,Z (default 96,96,64)")
-    p.add_argument("--spacing", type=_triple(float), default=(2.0, 2.0, 2.5), help="mm X,Y,Z (default 2,2,2.5)")
+    p.add_argument("--size", type=triple(int), default=(96, 96, 64), help="voxels X,Y,Z (default 96,96,64)")
+    p.add_argument("--spacing", type=triple(float), default=(2.0, 2.0, 2.5), help="mm X,Y,Z (default 2,2,2.5)")
     p.add_argument("--lesions", type=int, default=0, help="number of lesions to insert")
     p.add_argument("--lesion-mask", help="lesion mask output")
     p.add_argument("--low-dose", help="also write a simulated low-dose scan here")
     p.add_argument("--dose", type=float, default=0.25, help="dose fraction of the low-dose scan (default 0.25)")
-    _common(p)
+    add_common(p)
+    p.set_defaults(run=lambda args, progress: _phantom(args))
 
-    p = sub.add_parser("synthesize", help="sample a whole CT volume of a region")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--region", choices=REGIONS, default="chest")
-    p.add_argument("--size", type=_triple(int), default=(64, 64, 64), help="voxels X,Y,Z (default 64,64,64)")
-    p.add_argument("--spacing", type=_triple(float), default=None, help="mm X,Y,Z (default: the model's)")
-    p.add_argument("--anatomy", help="organ label map to follow; its grid becomes the output grid")
-    p.add_argument("--model", default=None, help="model name or card path (default: the bundled base model)")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
-    _windows(p)
-    _common(p)
-
-    p = sub.add_parser("demo", help="make a phantom, simulate a low-dose scan and run a short sampling run")
-    p.add_argument("-o", "--output", default="demo_out", help="output folder (default demo_out)")
-    p.add_argument("--train-steps", type=int, default=150, help="training steps of the demo's tiny model")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    _common(p)
+    for add_command in _task_commands():
+        add_command(sub)
     return parser
 
 
-def _run(args, progress: Progress) -> dict[str, str]:
-    if args.command == "models":
-        return _models(args)
-    if args.command == "phantom":
-        return _phantom(args)
-    if args.command == "synthesize":
-        from .tasks import synthesize
+def _task_commands():
+    """`add_command(subparsers)` of every module in tasks/ and of training.commands: a new task
+    file brings its own command."""
+    import importlib
+    import pkgutil
 
-        config = synthesize.SynthesizeConfig(
-            region=args.region, size=args.size, spacing=args.spacing, anatomy=args.anatomy,
-            steps=args.steps, windows=_window_config(args), seed=args.seed, device=args.device,
-            **({"model": args.model} if args.model else {}),
-        )
-        return synthesize.run(config, args.output, progress)
-    if args.command == "demo":
-        from .tasks import demo
+    from . import tasks
 
-        config = demo.DemoConfig(train_steps=args.train_steps, steps=args.steps, seed=args.seed, device=args.device)
-        return demo.run(config, args.output, progress)
-    raise AssertionError(args.command)
+    names = [f"{tasks.__name__}.{m.name}" for m in pkgutil.iter_modules(tasks.__path__)]
+    names.append(f"{__package__}.training.commands")
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # not written yet
+            raise
+        if hasattr(module, "add_command"):
+            yield module.add_command
 
 
 def _models(args) -> dict[str, str]:
@@ -176,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
     progress = Progress(mode)
     try:
-        outputs = _run(args, progress)
+        outputs = args.run(args, progress)
     except MedDiffFMError as exc:
         progress.error(str(exc))
         print(f"meddifffm {args.command}: error: {exc}", file=sys.stderr)

@@ -7,7 +7,7 @@ Conditions and where they enter (the paper does not say; the choices are in seed
   bit-planes in {-1, +1}, concatenated to the input channels; all zeros when absent;
 - 3D position p_e: each voxel's coordinate in the whole-volume frame, normalised to [-1, 1] per axis,
   NeRF-encoded as (p, sin(2^k pi p), cos(2^k pi p)) for k < position_frequencies, concatenated to the
-  input channels; all zeros when absent.
+  input channels; all zeros when absent (coords=None, or NaN coordinates for single samples).
 """
 
 from __future__ import annotations
@@ -155,8 +155,10 @@ class MedDiffFMNet(nn.Module):
         if coords is None:
             pos = torch.zeros((n, cfg.position_channels, *spatial), device=device, dtype=dtype)
         else:
+            # NaN coordinates mark a sample whose position was dropped: its channels become zeros,
+            # exactly what an absent position gives.
             pos = position_encoding(coords.to(device=device, dtype=dtype), cfg.position_frequencies)
-            pos = pos.expand(n, -1, -1, -1, -1)
+            pos = torch.nan_to_num(pos, nan=0.0).expand(n, -1, -1, -1, -1)
         if anatomy is None:
             ana = torch.zeros((n, cfg.anatomy_bits, *spatial), device=device, dtype=dtype)
         else:

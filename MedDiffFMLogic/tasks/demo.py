@@ -96,7 +96,7 @@ def _fit_tiny_model(phantom, config: DemoConfig, folder: Path, progress: Progres
         image=torch.nn.functional.interpolate(volume[None, None], size=(edge,) * 3, mode="trilinear"),
         region=torch.tensor([region_index("chest")]),
         anatomy=torch.nn.functional.interpolate(anatomy[None, None].float(), size=(edge,) * 3, mode="nearest")[0].long(),
-        coords=torch.nn.functional.interpolate(coords[None], size=(edge,) * 3, mode="trilinear"),
+        coords=torch.nn.functional.interpolate(coords[None], size=(edge,) * 3, mode="trilinear", align_corners=True),
     )
     net = MedDiffFMNet(TINY).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -117,7 +117,7 @@ def _fit_tiny_model(phantom, config: DemoConfig, folder: Path, progress: Progres
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         progress.step(step + 1, f"loss {np.mean(losses[-10:]):.3f}")
     return save_model(
         net, folder, name="demo-tiny", kind="base", architecture=TINY.to_dict(),
@@ -153,3 +153,17 @@ def _montage(path: Path, phantom, low_dose: sitk.Image, synthesized: sitk.Image)
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def add_command(subparsers) -> None:
+    from ..cli_args import add_common
+
+    p = subparsers.add_parser("demo", help="make a phantom, simulate a low-dose scan and run a short sampling run")
+    p.add_argument("-o", "--output", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("--train-steps", type=int, default=DemoConfig.train_steps, help="training steps of the demo's tiny model")
+    p.add_argument("--steps", type=int, default=DemoConfig.steps, help="sampling steps")
+    add_common(p)
+    p.set_defaults(run=lambda args, progress: run(
+        DemoConfig(train_steps=args.train_steps, steps=args.steps, seed=args.seed, device=args.device),
+        args.output, progress,
+    ))

@@ -70,3 +70,30 @@ def run(config: SynthesizeConfig, output: str | os.PathLike, progress: Progress 
 
 def _close(a, b, tol: float = 1e-6) -> bool:
     return all(abs(float(x) - float(y)) <= tol for x, y in zip(a, b))
+
+
+def add_command(subparsers) -> None:
+    from ..cli_args import add_common, add_windows, triple
+    from ..regions import REGIONS
+
+    p = subparsers.add_parser("synthesize", help="sample a whole CT volume of a region")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--region", choices=REGIONS, default="chest")
+    p.add_argument("--size", type=triple(int), default=(64, 64, 64), help="voxels X,Y,Z (default 64,64,64)")
+    p.add_argument("--spacing", type=triple(float), default=None, help="mm X,Y,Z (default: the model's)")
+    p.add_argument("--anatomy", help="organ label map to follow; its grid becomes the output grid")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or card path (default: {DEFAULT_MODEL})")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    add_windows(p)
+    add_common(p)
+    p.set_defaults(run=_run_from_args)
+
+
+def _run_from_args(args, progress: Progress) -> dict[str, str]:
+    from ..cli_args import window_config
+
+    config = SynthesizeConfig(
+        region=args.region, size=args.size, spacing=args.spacing, anatomy=args.anatomy, model=args.model,
+        steps=args.steps, windows=window_config(args), seed=args.seed, device=args.device,
+    )
+    return run(config, args.output, progress)

@@ -43,7 +43,8 @@ def drop_conditions(batch: Batch, probability: float, generator: torch.Generator
         anatomy = torch.where(keep().view(n, 1, 1, 1), anatomy, torch.full_like(anatomy, ABSENT_ANATOMY))
     coords = batch.coords
     if coords is not None:
-        coords = coords * keep().view(n, 1, 1, 1, 1).to(coords.dtype)
+        # NaN, not 0: the network encodes NaN as zero channels (absent), while 0 is a real position.
+        coords = torch.where(keep().view(n, 1, 1, 1, 1), coords, torch.full_like(coords, float("nan")))
     return Batch(batch.image, region, anatomy, coords)
 
 
