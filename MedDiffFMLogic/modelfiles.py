@@ -40,7 +40,7 @@ def user_models_dir() -> Path:
 @dataclass(frozen=True)
 class ModelCard:
     name: str
-    kind: str  # "base"; ControlNets add their own kinds
+    kind: str  # "base" (the denoiser) or "controlnet" (a task ControlNet for the base named in base_model)
     architecture: dict[str, Any]
     weights: str  # file name, relative to the card
     sha256: str
@@ -54,6 +54,7 @@ class ModelCard:
     description: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
     base_model: str | None = None
+    control: dict[str, Any] | None = None  # ControlNetConfig of a "controlnet" card
     format: str = CARD_FORMAT
 
     def to_json(self) -> str:
@@ -182,20 +183,45 @@ def load_state(card_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], M
         raise ModelFileError(f"could not read the weights {weights}: {exc}") from exc
 
 
-def load_network(model: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[MedDiffFMNet, ModelCard]:
-    """A base denoiser by catalogue name or card path, verified, in eval mode on `device`."""
-    card_path = find_model(model)
-    state, card = load_state(card_path)
-    if card.kind != "base":
-        raise ModelFileError(f"model {card.name!r} is a {card.kind}, not a base denoiser")
-    net = MedDiffFMNet(card.network_config)
+def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], card: ModelCard) -> None:
     try:
-        net.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelFileError(
             f"model {card.name!r} does not fit the architecture in its card (made for another architecture?): "
             f"{str(exc).splitlines()[0]}"
         ) from exc
+
+
+def load_network(model: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[MedDiffFMNet, ModelCard]:
+    """A base denoiser by catalogue name or card path, verified, in eval mode on `device`."""
+    state, card = load_state(find_model(model))
+    if card.kind != "base":
+        raise ModelFileError(f"model {card.name!r} is a {card.kind}, not a base denoiser")
+    net = MedDiffFMNet(card.network_config)
+    _load_into(net, state, card)
+    return net.to(device).eval(), card
+
+
+def load_controlnet(model: str | os.PathLike, base: MedDiffFMNet, base_card: ModelCard,
+                    device: torch.device | str = "cpu"):
+    """A task ControlNet by name or card path, checked against the base it was trained on."""
+    from .controlnet import ControlNetConfig, MedDiffFMControlNet
+
+    state, card = load_state(find_model(model))
+    if card.kind != "controlnet" or card.control is None:
+        raise ModelFileError(f"model {card.name!r} is a {card.kind}, not a ControlNet")
+    if card.base_model != base_card.name or card.network_config != base.config:
+        raise ModelFileError(
+            f"ControlNet {card.name!r} was trained on base model {card.base_model!r}, not {base_card.name!r}; "
+            "pick the base model it was made for"
+        )
+    try:
+        config = ControlNetConfig.from_dict(card.control)
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"ControlNet {card.name!r} has an unknown control configuration: {exc}") from exc
+    net = MedDiffFMControlNet(base.config, config)
+    _load_into(net, state, card)
     return net.to(device).eval(), card
 
 
