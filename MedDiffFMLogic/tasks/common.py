@@ -1,32 +1,60 @@
-"""What every task shares: the default model, loading it on a device, and the working grid."""
+"""What every task shares: the default models, loading them on a device, the working grid, the
+conventions for ControlNet control volumes, and output-path checks."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import SimpleITK as sitk
 import torch
 
+from .. import ctio
 from ..device import resolve_device
-from ..modelfiles import ModelCard, load_network
+from ..errors import InputError
+from ..modelfiles import ModelCard, load_controlnet, load_network
 from ..network import MedDiffFMNet
+from ..regions import hu_to_unit
 from ..schedules import ScheduleConfig, alphas_cumprod
 
 DEFAULT_MODEL = "meddifffm-base-demo"
+DEFAULT_SUPERRES = "meddifffm-superres-demo"
+DEFAULT_LESION = "meddifffm-lesion-demo"
+# Work on the input's own grid when its spacing is within this fraction of the model's working
+# spacing on every axis: resampling would then cost more (blur, interpolation) than it buys.
+NATIVE_TOLERANCE = 0.1
 
 
 @dataclass
 class LoadedModel:
-    net: MedDiffFMNet
-    card: ModelCard
+    net: torch.nn.Module  # MedDiffFMNet, or a ControlledDenoiser when a ControlNet is loaded
+    card: ModelCard  # the base model's card (working spacing, schedule)
     device: torch.device
     alphas_cumprod: torch.Tensor
+    controlnet_card: ModelCard | None = None
 
 
-def load_model(model: str, device: str = "auto") -> LoadedModel:
+def load_model(model: str, device: str = "auto", controlnet: str | None = None) -> LoadedModel:
+    """The base denoiser (by name or card path), optionally with a task ControlNet trained on it."""
     torch_device = resolve_device(device)
     net, card = load_network(model, torch_device)
-    return LoadedModel(net, card, torch_device, alphas_cumprod(ScheduleConfig(**card.schedule)))
+    control_card = None
+    if controlnet is not None:
+        from ..controlnet import ControlledDenoiser
+
+        control, control_card = load_controlnet(controlnet, net, card, torch_device)
+        net = ControlledDenoiser(net, control).eval()
+    return LoadedModel(net, card, torch_device, alphas_cumprod(ScheduleConfig(**card.schedule)), control_card)
+
+
+def require_controlnet(model: LoadedModel, task: str) -> None:
+    card = model.controlnet_card
+    if card is None or (card.control or {}).get("task") != task:
+        what = "no ControlNet" if card is None else f"ControlNet {card.name!r} (task {(card.control or {}).get('task')!r})"
+        raise InputError(f"this task needs a {task!r} ControlNet, got {what}; pass --controlnet with a {task} ControlNet")
 
 
 def centred_grid(size: tuple[int, int, int], spacing: tuple[float, float, float]) -> sitk.Image:
@@ -35,3 +63,107 @@ def centred_grid(size: tuple[int, int, int], spacing: tuple[float, float, float]
     image.SetSpacing([float(s) for s in spacing])
     image.SetOrigin([-(n - 1) * s / 2.0 for n, s in zip(size, spacing)])
     return image
+
+
+# ----------------------------------------------------------------------------------------- grids
+
+
+def close_spacing(a: Sequence[float], b: Sequence[float], tolerance: float = NATIVE_TOLERANCE) -> bool:
+    return all(abs(float(x) - float(y)) <= tolerance * float(y) for x, y in zip(a, b))
+
+
+def working_grid(image: sitk.Image, spacing: Sequence[float], tolerance: float = NATIVE_TOLERANCE) -> sitk.Image:
+    """The image on the model's working grid (same extent, origin and direction), or the image itself
+    when its spacing is already within `tolerance` of the working spacing."""
+    if close_spacing(image.GetSpacing(), spacing, tolerance):
+        return image
+    return ctio.resample_to_spacing(image, spacing, "linear")
+
+
+def to_unit_tensor(image: sitk.Image, region: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    """HU image -> (1, 1, D, H, W) float32 tensor in the region's [-1, 1] window."""
+    return torch.from_numpy(ctio.window_to_unit(image, region))[None, None].to(device)
+
+
+def from_unit_tensor(x: torch.Tensor, reference: sitk.Image, region: str) -> sitk.Image:
+    return ctio.unit_to_image(x[0, 0].detach().cpu().numpy(), reference, region)
+
+
+def read_anatomy(path: str | os.PathLike | None, grid: sitk.Image, bits: int) -> torch.Tensor | None:
+    """An organ label map (anatomy condition) resampled nearest-neighbour onto grid, as (D, H, W) int64."""
+    if path is None:
+        return None
+    labels = ctio.read_label_map(path)
+    top = int(sitk.GetArrayViewFromImage(labels).max())
+    if top >= 2**bits:
+        raise InputError(
+            f"{path}: anatomy label {top} is beyond this model's vocabulary (0..{2**bits - 1}); "
+            "pass a TotalSegmentator label map (0 background, 1-117 organs, 118 body)"
+        )
+    on_grid = ctio.resample_onto(labels, grid, "nearest", 0)
+    return torch.from_numpy(sitk.GetArrayFromImage(on_grid).astype(np.int64))
+
+
+def whole_axes(shape: Sequence[int]) -> list[torch.Tensor]:
+    """Whole-volume coordinates per axis (z, y, x): [-1, 1] over the volume, for cropping."""
+    return [torch.linspace(-1.0, 1.0, n) if n > 1 else torch.zeros(1) for n in shape]
+
+
+def crop_box(mask: np.ndarray, margin: int, minimum: int) -> tuple[slice, slice, slice]:
+    """A (z, y, x) box around the mask's voxels, widened by `margin` voxels and to at least `minimum`
+    voxels per axis (as far as the volume allows): the context a window around a lesion needs."""
+    where = np.argwhere(mask)
+    lo, hi = where.min(axis=0), where.max(axis=0) + 1
+    box = []
+    for a, b, n in zip(lo, hi, mask.shape):
+        a, b = max(0, a - margin), min(n, b + margin)
+        short = minimum - (b - a)
+        if short > 0:
+            a = max(0, a - (short + 1) // 2)
+            b = min(n, a + minimum)
+            a = max(0, b - minimum)
+        box.append(slice(int(a), int(b)))
+    return tuple(box)
+
+
+# ----------------------------------------------------------------------------------------- ControlNet inputs
+# One convention each, shared by the tasks and by ControlNet fine-tuning (training must build its
+# control volumes with these same functions).
+
+
+def lesion_control(mask: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Lesion ControlNet input c_t: the (D, H, W) lesion mask as one channel, lesion +1, elsewhere -1."""
+    mask = torch.as_tensor(np.asarray(mask) if isinstance(mask, np.ndarray) else mask).bool()
+    return (mask.float() * 2.0 - 1.0)[None]
+
+
+def superres_control(low_res: sitk.Image, high_res_grid: sitk.Image, region: str) -> torch.Tensor:
+    """Super-resolution ControlNet input c_t: the low-resolution CT linearly interpolated onto the
+    high-resolution working grid, in the region's [-1, 1] window, as (1, D, H, W)."""
+    on_grid = ctio.resample_onto(low_res, high_res_grid, "linear")
+    return torch.from_numpy(hu_to_unit(ctio.to_array(on_grid), region).astype(np.float32))[None]
+
+
+# ----------------------------------------------------------------------------------------- paths
+
+
+def check_outputs(input_path: str | os.PathLike | None, outputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse an output that would overwrite the input, or two outputs on one path."""
+    given = {k: v for k, v in outputs.items() if v is not None}
+    if input_path is not None:
+        for key, path in given.items():
+            if ctio.same_path(path, input_path):
+                raise InputError(
+                    f"the output {path} is the input file; the input is never overwritten, choose another output path"
+                )
+    paths = list(given.items())
+    for i, (k1, p1) in enumerate(paths):
+        for k2, p2 in paths[i + 1 :]:
+            if Path(p1).expanduser().resolve() == Path(p2).expanduser().resolve():
+                raise InputError(f"the {k1} and {k2} outputs are the same file {p1}; give different paths")
+
+
+def check_positive(**values) -> None:
+    for name, value in values.items():
+        if value is not None and not value >= 1:
+            raise InputError(f"{name} must be at least 1, got {value}")

@@ -1,0 +1,205 @@
+"""Lesion inpainting or removal with RePaint: the region under the mask is redrawn by the diffusion
+model, conditioned on everything around it; every voxel outside the mask keeps the input's value
+bit for bit.
+
+With the base model alone (the default) the model fills the region with what it considers normal
+tissue: lesion removal. With the lesion ControlNet (`--controlnet meddifffm-lesion-demo`) it draws a
+lesion shaped by the mask there, the paper's lesion inpainting.
+
+How the result is composed:
+- The mask (any grid overlapping the image, nearest-neighbour onto the input grid) is the set M of
+  input voxels that may change.
+- The model works on its working grid, in a box around M wide enough to give the windows context
+  (M's bounding box plus half a window on each side, at least one window). On that grid the generated
+  region is M resampled and dilated by one voxel, so that every input voxel in M interpolates from
+  generated voxels only.
+- RePaint runs in the box: after each step the known part is replaced by the input diffused to that
+  step; at the end it is the input itself.
+- Back on the input grid: output = input outside M, and the generated image (resampled linearly)
+  inside M. The boundary is hard on the input grid; RePaint's resampling is what makes it seamless.
+- Integer inputs (e.g. int16 CT) are written in their own type, generated values rounded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+
+from .. import ctio
+from ..algorithms import repaint, repaint_timesteps
+from ..errors import InputError
+from ..progress import SILENT, Progress
+from ..regions import check_region, region_index
+from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig, make_generator
+from .common import (
+    DEFAULT_MODEL, LoadedModel, check_outputs, check_positive, crop_box, from_unit_tensor, lesion_control,
+    load_model, read_anatomy, require_controlnet, to_unit_tensor, whole_axes, working_grid,
+)
+from .masks import read_mask
+
+
+@dataclass(frozen=True)
+class InpaintConfig:
+    region: str = "chest"
+    label: int | None = None  # the mask's label to use (None: its single non-zero label)
+    steps: int = 25  # descending steps of the base schedule
+    jump_length: int = 5  # RePaint's j
+    resamplings: int = 2  # RePaint's r (1: no resampling)
+    eta: float = 1.0
+    controlnet: str | None = None  # a lesion ControlNet: inpaint a lesion instead of healthy tissue
+    anatomy: str | None = None
+    model: str = DEFAULT_MODEL
+    windows: WindowConfig = field(default_factory=WindowConfig)
+    seed: int = 0
+    device: str = "auto"
+
+
+def regenerate(
+    image: sitk.Image,
+    region_mask: np.ndarray,
+    model: LoadedModel,
+    *,
+    region: str,
+    steps: int,
+    jump_length: int,
+    resamplings: int,
+    eta: float,
+    seed: int,
+    windows: WindowConfig,
+    anatomy: str | None = None,
+    control_mask: np.ndarray | None = None,
+    progress: Progress = SILENT,
+    stage: str = "inpaint",
+) -> np.ndarray:
+    """Redraw `region_mask` (bool, input grid) of `image` with RePaint; returns the generated HU values on
+    the input grid (meaningful inside region_mask; the caller composes). control_mask (input grid) is
+    the lesion ControlNet's mask, when the model carries one."""
+    check_region(region)
+    check_positive(steps=steps, jump_length=jump_length, resamplings=resamplings)
+    work = working_grid(image, model.card.working_spacing)
+    native = work is image
+
+    def on_work(mask: np.ndarray) -> np.ndarray:
+        if native:
+            return mask
+        m = ctio.from_array(mask.astype(np.float32), image)
+        return ctio.to_array(ctio.resample_onto(m, work, "linear", 0.0)) > 1e-3
+
+    generate = on_work(region_mask)
+    if not native:
+        generate = ndimage.binary_dilation(generate, iterations=1)
+    if not generate.any():
+        raise InputError("the mask covers no voxel of the working grid")
+    edge = windows.size or model.net.config.window_size
+    box = crop_box(generate, margin=edge // 2, minimum=edge)
+    y = to_unit_tensor(work, region, model.device)[(slice(None), slice(None), *box)]
+    unknown = torch.from_numpy(generate[box])[None, None].to(model.device)
+    anatomy_t = read_anatomy(anatomy, work, model.net.config.anatomy_bits)
+    control = None
+    if control_mask is not None:
+        control = lesion_control(on_work(control_mask)[box])
+    axes = tuple(a[b] for a, b in zip(whole_axes(generate.shape), box))
+    conditions = Conditions(
+        region=region_index(region), anatomy=None if anatomy_t is None else anatomy_t[box], axes=axes, control=control,
+    )
+    estimator = SlidingWindowEstimator(model.net, y.shape[2:], conditions, windows, model.device)
+    generator = make_generator(seed)
+    timesteps = repaint_timesteps(steps, jump_length, resamplings)
+    x = repaint(estimator, model.alphas_cumprod, y, unknown, timesteps, generator, eta=eta, progress=progress, stage=stage)
+    full = to_unit_tensor(work, region, model.device)
+    full[(slice(None), slice(None), *box)] = x
+    result = from_unit_tensor(full, work, region)
+    if not native:
+        result = ctio.resample_onto(result, image, "linear")
+    return ctio.to_array(result)
+
+
+def compose(image: sitk.Image, generated: np.ndarray, region_mask: np.ndarray, pixel_id: int | None = None) -> sitk.Image:
+    """Input outside the mask (bit-identical), generated inside; in the input's pixel type when it is an
+    integer type (generated values rounded and clipped to that type)."""
+    original = sitk.GetArrayFromImage(image)
+    out = original.astype(np.float64, copy=True)
+    out[region_mask] = generated[region_mask]
+    result = ctio.from_array(out.astype(np.float32), image)
+    if pixel_id is not None and pixel_id not in (sitk.sitkFloat32, sitk.sitkFloat64):
+        info = np.iinfo(sitk.GetArrayViewFromImage(sitk.Image(1, 1, 1, pixel_id)).dtype)
+        out[region_mask] = np.clip(np.round(out[region_mask]), info.min, info.max)
+        result = sitk.Cast(ctio.from_array(out, image), pixel_id)
+    return result
+
+
+def input_pixel_id(path: str | os.PathLike) -> int | None:
+    """The stored pixel type of an image file (None for a DICOM folder or when it cannot be told)."""
+    if os.path.isdir(path):
+        return None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return reader.GetPixelID()
+
+
+def run(config: InpaintConfig, input: str | os.PathLike, mask: str | os.PathLike, output: str | os.PathLike,
+        change_mask: str | os.PathLike | None = None, progress: Progress = SILENT) -> dict[str, str]:
+    check_outputs(input, {"output": output, "change mask": change_mask})
+    check_outputs(mask, {"output": output, "change mask": change_mask})
+    image = ctio.read_ct(input)
+    region_mask = read_mask(mask, image, config.label)
+    model = load_model(config.model, config.device, config.controlnet)
+    if config.controlnet is not None:
+        require_controlnet(model, "lesion")
+    generated = regenerate(
+        image, region_mask, model, region=config.region, steps=config.steps, jump_length=config.jump_length,
+        resamplings=config.resamplings, eta=config.eta, seed=config.seed, windows=config.windows,
+        anatomy=config.anatomy, control_mask=region_mask if config.controlnet else None, progress=progress,
+    )
+    result = compose(image, generated, region_mask, input_pixel_id(input))
+    outputs = {"image": str(ctio.write_image(result, output))}
+    if change_mask is not None:
+        outputs["change_mask"] = str(ctio.write_image(ctio.from_array(region_mask.astype(np.uint8), image), change_mask))
+    return outputs
+
+
+def add_repaint_options(p, defaults) -> None:
+    group = p.add_argument_group("RePaint sampling")
+    group.add_argument("--steps", type=int, default=defaults.steps, help=f"descending steps (default {defaults.steps})")
+    group.add_argument("--jump-length", type=int, default=defaults.jump_length, help=f"RePaint jump length j (default {defaults.jump_length})")
+    group.add_argument("--resamplings", type=int, default=defaults.resamplings, help=f"RePaint resamplings r (default {defaults.resamplings})")
+
+
+def add_command(subparsers) -> None:
+    from ..cli_args import add_common, add_windows
+    from ..regions import REGIONS
+
+    p = subparsers.add_parser("inpaint", help="redraw a masked region (lesion removal, or lesion inpainting with a ControlNet)")
+    p.add_argument("input", help="the CT (file or DICOM folder); never modified")
+    p.add_argument("--mask", required=True, help="label map of the region to redraw (any grid overlapping the CT)")
+    p.add_argument("--label", type=int, default=None, help="the mask's label to use (default: its only non-zero label)")
+    p.add_argument("-o", "--output", required=True, help="the CT with the region redrawn (input's grid)")
+    p.add_argument("--change-mask", help="also write the voxels that were allowed to change (uint8, input's grid)")
+    p.add_argument("--region", choices=REGIONS, default="chest", help="body region: sets the HU window (default chest)")
+    p.add_argument("--controlnet", default=None, help="a lesion ControlNet: inpaint a lesion instead of healthy tissue")
+    p.add_argument("--anatomy", help="organ label map of the input (optional condition)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"base model name or card (default {DEFAULT_MODEL})")
+    add_repaint_options(p, InpaintConfig)
+    add_windows(p)
+    add_common(p)
+    p.set_defaults(run=_run_from_args)
+
+
+def _run_from_args(args, progress: Progress) -> dict[str, str]:
+    from ..cli_args import window_config
+
+    config = InpaintConfig(
+        region=args.region, label=args.label, steps=args.steps, jump_length=args.jump_length,
+        resamplings=args.resamplings, controlnet=args.controlnet, anatomy=args.anatomy, model=args.model,
+        windows=window_config(args), seed=args.seed, device=args.device,
+    )
+    return run(config, args.input, args.mask, args.output, args.change_mask, progress)
