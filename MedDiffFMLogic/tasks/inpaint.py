@@ -84,15 +84,17 @@ def regenerate(
     work = working_grid(image, model.card.working_spacing)
     native = work is image
 
-    def on_work(mask: np.ndarray) -> np.ndarray:
+    def on_work(mask: np.ndarray, level: float) -> np.ndarray:
         if native:
             return mask
         m = ctio.from_array(mask.astype(np.float32), image)
-        return ctio.to_array(ctio.resample_onto(m, work, "linear", 0.0)) > 1e-3
+        return ctio.to_array(ctio.resample_onto(m, work, "linear", 0.0)) > level
 
-    generate = on_work(region_mask)
+    generate = on_work(region_mask, 1e-3)
     if not native:
-        generate = ndimage.binary_dilation(generate, iterations=1)
+        # A full 3x3x3 neighbourhood: the linear interpolation back onto an input voxel reads the
+        # 2x2x2 working voxels around it, diagonal ones included.
+        generate = ndimage.binary_dilation(generate, structure=np.ones((3, 3, 3), bool))
     if not generate.any():
         raise InputError("the mask covers no voxel of the working grid")
     edge = windows.size or model.net.config.window_size
@@ -102,7 +104,9 @@ def regenerate(
     anatomy_t = read_anatomy(anatomy, work, model.net.config.anatomy_bits)
     control = None
     if control_mask is not None:
-        control = lesion_control(on_work(control_mask)[box])
+        # The ControlNet sees the lesion's own shape (half-covered working voxels in), not the
+        # generous region above.
+        control = lesion_control(on_work(control_mask, 0.5)[box])
     axes = tuple(a[b] for a, b in zip(whole_axes(generate.shape), box))
     conditions = Conditions(
         region=region_index(region), anatomy=None if anatomy_t is None else anatomy_t[box], axes=axes, control=control,

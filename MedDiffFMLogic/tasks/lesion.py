@@ -1,0 +1,121 @@
+"""Lesion generation (the paper's ControlNet task): a lesion shaped by the user's mask is drawn into
+the scan by the base model steered by the lesion ControlNet, with RePaint keeping the rest.
+
+- The ControlNet's condition c_t is the lesion mask itself (`common.lesion_control`: +1 inside, -1
+  outside), on the working grid.
+- The region RePaint redraws is the mask grown by `margin_mm` (default 3 mm, measured in physical
+  distance on the input grid, so anisotropic voxels are handled): the lesion's rim and the tissue just
+  around it may blend, which a hard cut at the mask's edge would not allow.
+- Every input voxel farther than `margin_mm` from the mask is bit-identical to the input; the voxels
+  allowed to change are written with --change-mask.
+- The rest (working grid, context box around the region, RePaint schedule, composition, integer
+  pixel types) is inpainting's: `inpaint.regenerate` and `inpaint.compose`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from .. import ctio
+from ..errors import InputError
+from ..progress import SILENT, Progress
+from ..sampling import WindowConfig
+from .common import (
+    DEFAULT_LESION, DEFAULT_MODEL, LoadedModel, check_outputs, load_model, require_controlnet,
+)
+from .inpaint import add_repaint_options, compose, input_pixel_id, regenerate
+from .masks import read_mask
+
+
+@dataclass(frozen=True)
+class LesionConfig:
+    region: str = "chest"
+    label: int | None = None  # the mask's label to use (None: its single non-zero label)
+    margin_mm: float = 3.0  # how far around the mask the image may change
+    steps: int = 25
+    jump_length: int = 5
+    resamplings: int = 2
+    eta: float = 1.0
+    controlnet: str = DEFAULT_LESION
+    anatomy: str | None = None
+    model: str = DEFAULT_MODEL
+    windows: WindowConfig = field(default_factory=WindowConfig)
+    seed: int = 0
+    device: str = "auto"
+
+
+def grow(mask: np.ndarray, spacing_xyz, margin_mm: float) -> np.ndarray:
+    """The voxels within margin_mm (physical distance between voxel centres) of the mask."""
+    if margin_mm <= 0:
+        return mask.copy()
+    distance = ndimage.distance_transform_edt(~mask, sampling=[float(s) for s in reversed(spacing_xyz)])
+    return distance <= margin_mm
+
+
+def generate_lesion(image: sitk.Image, lesion: np.ndarray, config: LesionConfig, model: LoadedModel,
+                    pixel_id: int | None = None, progress: Progress = SILENT) -> tuple[sitk.Image, np.ndarray]:
+    """The image with a lesion drawn in `lesion` (bool, input grid), and the voxels allowed to change;
+    in pixel type `pixel_id` when it is an integer type (see inpaint.compose)."""
+    if config.margin_mm < 0:
+        raise InputError(f"--margin must be 0 or more mm, got {config.margin_mm}")
+    require_controlnet(model, "lesion")
+    changed = grow(lesion, image.GetSpacing(), config.margin_mm)
+    generated = regenerate(
+        image, changed, model, region=config.region, steps=config.steps, jump_length=config.jump_length,
+        resamplings=config.resamplings, eta=config.eta, seed=config.seed, windows=config.windows,
+        anatomy=config.anatomy, control_mask=lesion, progress=progress, stage="lesion",
+    )
+    return compose(image, generated, changed, pixel_id), changed
+
+
+def run(config: LesionConfig, input: str | os.PathLike, mask: str | os.PathLike, output: str | os.PathLike,
+        change_mask: str | os.PathLike | None = None, progress: Progress = SILENT) -> dict[str, str]:
+    outputs = {"output": output, "change mask": change_mask}
+    check_outputs(input, outputs)
+    check_outputs(mask, outputs)
+    image = ctio.read_ct(input)
+    lesion = read_mask(mask, image, config.label, what="lesion mask")
+    model = load_model(config.model, config.device, config.controlnet)
+    result, changed = generate_lesion(image, lesion, config, model, input_pixel_id(input), progress)
+    written = {"image": str(ctio.write_image(result, output))}
+    if change_mask is not None:
+        written["change_mask"] = str(ctio.write_image(ctio.from_array(changed.astype(np.uint8), image), change_mask))
+    return written
+
+
+def add_command(subparsers) -> None:
+    from ..cli_args import add_common, add_windows
+    from ..regions import REGIONS
+
+    p = subparsers.add_parser("lesion", help="draw a synthetic lesion shaped by a mask (lesion ControlNet + RePaint)")
+    p.add_argument("input", help="the CT (file or DICOM folder); never modified")
+    p.add_argument("--mask", required=True, help="label map of the lesion to draw (any grid overlapping the CT)")
+    p.add_argument("--label", type=int, default=None, help="the mask's label to use (default: its only non-zero label)")
+    p.add_argument("-o", "--output", required=True, help="the CT with the lesion (input's grid)")
+    p.add_argument("--change-mask", help="also write the voxels that were allowed to change (uint8, input's grid)")
+    p.add_argument("--margin", type=float, default=LesionConfig.margin_mm,
+                   help=f"mm around the mask that may blend; farther voxels are kept bit for bit (default {LesionConfig.margin_mm})")
+    p.add_argument("--region", choices=REGIONS, default="chest", help="body region: sets the HU window (default chest)")
+    p.add_argument("--controlnet", default=DEFAULT_LESION, help=f"lesion ControlNet name or card (default {DEFAULT_LESION})")
+    p.add_argument("--anatomy", help="organ label map of the input (optional condition)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"base model name or card (default {DEFAULT_MODEL})")
+    add_repaint_options(p, LesionConfig)
+    add_windows(p)
+    add_common(p)
+    p.set_defaults(run=_run_from_args)
+
+
+def _run_from_args(args, progress: Progress) -> dict[str, str]:
+    from ..cli_args import window_config
+
+    config = LesionConfig(
+        region=args.region, label=args.label, margin_mm=args.margin, steps=args.steps, jump_length=args.jump_length,
+        resamplings=args.resamplings, controlnet=args.controlnet, anatomy=args.anatomy, model=args.model,
+        windows=window_config(args), seed=args.seed, device=args.device,
+    )
+    return run(config, args.input, args.mask, args.output, args.change_mask, progress)
