@@ -44,7 +44,7 @@ class ControlNetConfig:
 class MedDiffFMControlNet(nn.Module):
     """The trainable encoder copy; returns the residuals for the base UNet."""
 
-    def __init__(self, base_config: NetworkConfig, config: ControlNetConfig):
+    def __init__(self, base_config: NetworkConfig, config: ControlNetConfig, fused_attention: bool = True):
         super().__init__()
         self.base_config = base_config
         self.config = config
@@ -59,6 +59,7 @@ class MedDiffFMControlNet(nn.Module):
             num_class_embeds=base_config.num_region_classes,
             conditioning_embedding_in_channels=config.control_channels,
             conditioning_embedding_num_channels=(config.conditioning_channels,),
+            use_flash_attention=fused_attention,  # as in MedDiffFMNet: same weights, SDPA kernels
         )
 
     @classmethod

@@ -79,3 +79,17 @@ def test_fresh_network_predicts_zero_noise():
     with torch.no_grad():
         out = net(torch.randn(1, 1, 32, 32, 32), torch.tensor([5]))
     assert not out.any()
+
+
+def test_fused_attention_is_the_same_model(tiny_net):
+    # SDPA is a way of running the model: the same weights give the same output, and gradients flow
+    plain = MedDiffFMNet(TINY, fused_attention=False).eval()
+    plain.load_state_dict(tiny_net.state_dict())
+    torch.manual_seed(1)
+    x = torch.randn(2, 1, 32, 32, 32, requires_grad=True)
+    t = torch.tensor([3, 900])
+    coords = coordinate_grid(whole_volume_axes((32, 32, 32)))
+    fused_out = tiny_net(x, t, region=2, coords=coords)
+    torch.testing.assert_close(fused_out, plain(x, t, region=2, coords=coords), rtol=1e-4, atol=1e-6)
+    fused_out.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
