@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 REGIONS = ("head_neck", "chest", "abdomen")
+# The engine's lesion ControlNet: "Inpaint lesion" draws a lesion with it instead of healthy tissue.
+LESION_CONTROLNET = "meddifffm-lesion-demo"
 DEVICES = ("auto", "cpu", "cuda")
 PRESETS = ("fast", "balanced", "quality")
 
@@ -43,6 +45,7 @@ class TaskInfo:
     title: str  # the panel's title
     needs_volume: bool
     segment: str | None  # role of the task's segment: "mask" (required), "roi" (optional) or None
+    # (the panels have their own segment selectors; the parameter node keeps one per task)
     outputs: tuple[Output, ...]
     help: str = ""
 
@@ -90,11 +93,15 @@ class TaskParameters:
     device: str = "auto"
     preset: str = "balanced"
     seed: int = 0
+    steps: int = 0  # sampling steps; 0 = the preset's
     # Denoise: noise_level in HU (0 = estimate it from the image), strength multiplies it.
     noise_level: float = 0.0
     strength: float = 1.0
     # Anomaly map: threshold on the map for the mask (0 = the engine's default).
     threshold: float = 0.0
+    # Inpaint lesion: draw a lesion with the lesion ControlNet (True) or fill with healthy tissue (False).
+    inpaint_lesion: bool = False
+    controlnet: str = ""  # "" = the engine's default ControlNet for lesion and super-resolution
     # Super-resolution: a factor along the slice axis, or a target slice spacing in mm (0 = use the factor).
     factor: float = 5.0
     spacing: float = 0.0
@@ -119,6 +126,8 @@ class TaskParameters:
             raise ValueError("denoising needs a positive strength and a noise level of 0 (estimate) or more")
         if task == "superres" and self.spacing <= 0 and self.factor <= 1:
             raise ValueError("super-resolution needs a factor above 1 or a target spacing in mm")
+        if self.steps < 0:
+            raise ValueError(f"the number of steps must be positive (or 0 for the preset's), not {self.steps}")
         if task == "synthesize" and any(int(s) < 1 for s in self.size):
             raise ValueError(f"the synthesized volume needs a positive size, not {self.size}")
 
@@ -162,11 +171,15 @@ def engine_arguments(task: str, params: TaskParameters, files: dict[str, str]) -
             args += ["--size", ",".join(str(int(s)) for s in params.size)]
             if params.synth_spacing > 0:
                 args += ["--spacing", _number(params.synth_spacing)]
-    if "anatomy" in files and task != "anomaly":
+    if task == "inpaint" and params.inpaint_lesion:
+        args += ["--controlnet", params.controlnet or LESION_CONTROLNET]
+    elif task in ("lesion", "superres") and params.controlnet:
+        args += ["--controlnet", params.controlnet]
+    if "anatomy" in files:
         args += ["--anatomy", files["anatomy"]]
     if params.model:
         args += ["--model", params.model]
-    args += ["--steps", str(preset.steps[task]), "--overlap", _number(preset.overlap)]
+    args += ["--steps", str(params.steps or preset.steps[task]), "--overlap", _number(preset.overlap)]
     args += ["--device", params.device, "--seed", str(int(params.seed))]
     args += list(params.extra)
     return args
