@@ -80,9 +80,15 @@ def denoise_image(image: sitk.Image, config: DenoiseConfig, model: LoadedModel,
     if native:
         work_noise = input_noise
     else:
-        # The same estimator on both grids gives the factor by which resampling changed the noise.
+        # The same estimator on both grids gives the factor by which resampling changed the noise;
+        # where it finds no flat tissue, white noise averaged over larger voxels falls with the square
+        # root of the voxel volume (and interpolation onto smaller voxels leaves it about as it was).
         before, after = estimate_noise_hu(ctio.to_array(image)), estimate_noise_hu(ctio.to_array(work))
-        work_noise = input_noise * (after / before) if before > 0 else after
+        if before > 0 and after > 0:
+            work_noise = input_noise * (after / before)
+        else:
+            ratio = np.prod(image.GetSpacing()) / np.prod(work.GetSpacing())
+            work_noise = input_noise * min(1.0, float(np.sqrt(ratio)))
     if not input_noise > 0 or not work_noise > 0:
         raise InputError(
             "could not estimate the noise level: the image has no flat soft-tissue area (-300..300 HU); "
