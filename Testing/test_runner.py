@@ -1,0 +1,122 @@
+"""The module's background runner: the engine's real JSON progress stream, failures without a
+traceback for the user, and Cancel killing the whole process tree."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MedDiffFM"))
+
+from MedDiffFMLib import runner  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def poll_until_exit(process: runner.EngineProcess, timeout: float = 120.0) -> list:
+    """Drive the process as the GUI's timer does: poll() without waiting, until it has exited."""
+    events, deadline = [], time.monotonic() + timeout
+    while not process.finished:
+        assert time.monotonic() < deadline, "the process did not end"
+        events += process.poll()
+        time.sleep(0.02)
+    return events + process.poll()
+
+
+def test_the_runner_reads_the_engines_real_progress_stream(tmp_path, tiny_model_card):
+    assert runner.engine_root() == ROOT
+    target = tmp_path / "synth.nrrd"
+    args = runner.engine_command(sys.executable, "synthesize", [
+        "-o", target, "--model", tiny_model_card, "--size", "12,10,8", "--steps", "3", "--device", "cpu",
+    ])
+    assert args[-2:] == ["--progress", "json"]
+    process = runner.EngineProcess(args, env=runner.engine_environment(None, ROOT), cwd=tmp_path).start()
+    events = poll_until_exit(process)
+
+    progress = [e for e in events if isinstance(e, runner.Progress) and e.stage == "synthesize"]
+    assert [p.step for p in progress] == [0, 1, 2, 3] and {p.total for p in progress} == {3}
+    assert progress[-1].fraction == 1.0 and progress[-1].text.startswith("synthesize 3/3")
+    done = [e for e in events if isinstance(e, runner.Done)]
+    assert done == [runner.Done({"image": str(target)})]
+    assert isinstance(events[-1], runner.Exited) and events[-1].returncode == 0
+    assert not [e for e in events if isinstance(e, runner.Failed)]
+    assert process.succeeded and process.check() == {"image": str(target)} and target.is_file()
+    assert process.seconds is not None and process.seconds > 0
+
+
+def test_a_crash_without_an_error_line_is_summarised_with_a_hint():
+    crash = "import sys; print('working'); raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB')"
+    process = runner.EngineProcess([sys.executable, "-c", crash]).start().wait(timeout=60)
+    with pytest.raises(runner.EngineError) as error:
+        process.check()
+    message = str(error.value)
+    assert message.startswith("RuntimeError: CUDA out of memory") and "CPU device" in message
+    assert "Traceback" not in message
+    assert runner.summarise_failure([], -9) == "the engine was stopped by signal 9"
+
+
+def test_protocol_lines_and_other_output_are_told_apart():
+    assert runner.parse_line('{"stage": "denoise", "step": 2, "total": 4, "message": "t=10"}\n') == \
+        runner.Progress("denoise", 2, 4, "t=10")
+    assert runner.parse_line('{"stage": "done", "outputs": {"image": "/a.nrrd"}}') == runner.Done({"image": "/a.nrrd"})
+    assert runner.parse_line('{"stage": "error", "error": "bad mask"}') == runner.Failed("bad mask")
+    assert runner.parse_line("Loading model...") == runner.Log("Loading model...")
+    assert runner.parse_line('{"step": 1}') == runner.Log('{"step": 1}')
+    assert runner.parse_line('{"stage": "x", "step": "many"}') == runner.Log('{"stage": "x", "step": "many"}')
+    assert runner.Progress("load", 0, 0).fraction is None
+
+
+def test_cancel_kills_the_engine_and_everything_it_started(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    # A stand-in with the shape of PythonSlicer: a launcher whose child does the work.
+    script = tmp_path / "launcher.py"
+    script.write_text(textwrap.dedent("""
+        import json, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        print(json.dumps({"stage": "child", "step": child.pid, "total": 0}), flush=True)
+        time.sleep(120)
+    """))
+    process = runner.EngineProcess([sys.executable, str(script)]).start()
+    child_pid = None
+    deadline = time.monotonic() + 30
+    while child_pid is None:
+        assert time.monotonic() < deadline
+        for event in process.poll():
+            if isinstance(event, runner.Progress) and event.stage == "child":
+                child_pid = event.step
+        time.sleep(0.02)
+    started = time.monotonic()
+    process.cancel(grace=2.0)
+    assert time.monotonic() - started < 10
+    assert process.finished and process.state.cancelled
+    for pid in (process.pid, child_pid):
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    with pytest.raises(runner.Cancelled):
+        process.check()
+
+
+def test_wait_with_a_timeout_stops_the_run():
+    process = runner.EngineProcess([sys.executable, "-c", "import time; time.sleep(60)"]).start()
+    with pytest.raises(TimeoutError):
+        process.wait(timeout=0.5)
+    assert process.finished and process.state.cancelled
+
+
+def test_progress_lines_arrive_while_the_engine_runs():
+    """Unbuffered output: the first line is seen long before the process ends."""
+    code = "import json, time; print(json.dumps({'stage': 's', 'step': 0, 'total': 1})); time.sleep(5)"
+    env = runner.engine_environment(None, ROOT)
+    process = runner.EngineProcess([sys.executable, "-c", code], env=env).start()
+    deadline = time.monotonic() + 4
+    seen = []
+    while not seen and time.monotonic() < deadline:
+        seen = [e for e in process.poll() if isinstance(e, runner.Progress)]
+        time.sleep(0.02)
+    assert seen and not process.finished
+    process.cancel()
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)  # the engine beside the module comes first
