@@ -24,7 +24,10 @@ def add_windows(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sliding window (memory and speed)")
     group.add_argument("--window", type=int, default=None, help="window edge in voxels (default: the model's)")
     group.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
-    group.add_argument("--window-batch", type=int, default=1, help="windows per network call (default 1)")
+    group.add_argument(
+        "--window-batch", type=int, default=None,
+        help="windows per network call (default: as many as fit 256 MB at the first level, at most 4)",
+    )
 
 
 def window_config(args: argparse.Namespace) -> WindowConfig:

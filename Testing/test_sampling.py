@@ -168,3 +168,12 @@ def test_peak_memory_grows_less_than_the_volume():
     # twice the volume: peak memory grows by less than 2.5x, and only by a few volume-sized arrays
     assert large < 2.5 * small, (small, large)
     assert large - small < 8 * volume_kib, (small / volume_kib, large / volume_kib)
+
+
+def test_auto_window_batch_fits_the_budget():
+    from MedDiffFMLogic.network import PAPER, TINY
+    from MedDiffFMLogic.sampling import AUTO_BATCH_MAX, auto_window_batch
+
+    assert auto_window_batch(TINY.channels[0], (32, 32, 32)) == AUTO_BATCH_MAX
+    assert auto_window_batch(PAPER.channels[0], (128, 128, 128)) == 1  # 268 MB per window
+    assert auto_window_batch(PAPER.channels[0], (64, 64, 64)) == AUTO_BATCH_MAX
