@@ -102,7 +102,6 @@ class TrainConfig:
     val_samples: int = 4  # per validation volume
     sample_every: int = 5000  # a sample image (PNG) from the EMA weights; 0 turns it off
     sample_steps: int = 50
-    num_workers: int = 0  # DataLoader worker processes
     seed: int = 0
     threads: int | None = None  # torch CPU threads; fix it for bit-reproducible CPU training
     deterministic: bool = True

@@ -1,0 +1,77 @@
+"""`meddifffm train` and `meddifffm finetune`: found by cli.py's command discovery.
+
+The same command runs as one process or, under torchrun, as one process per GPU (or CPU worker):
+  torchrun --nproc_per_node 4 -m MedDiffFMLogic train --config paper.json --manifest data.csv
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def resolve_config(name: str) -> Path:
+    """A config file path, or the name of a config shipped in training/configs (with or without .json)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for candidate in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.json"):
+        if candidate.is_file():
+            return candidate
+    shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
+    raise InputError(f"config {name!r} is neither a file nor a shipped config ({shipped})")
+
+
+def _command_line() -> str:
+    return "meddifffm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _run(args, progress, task: str | None):
+    from .config import load_config
+    from .trainer import Trainer
+
+    path = resolve_config(args.config)
+    overrides = {"steps": args.steps, "data.manifest": args.manifest, "seed": args.train_seed,
+                 "data.cache_dir": args.cache_dir, "threads": args.threads}
+    if task is not None:
+        overrides.update(task=task, base_model=args.base)
+    config = load_config(path, **overrides)
+    if task is None and config.task is not None:
+        raise InputError(f"{path} is a fine-tuning config (task {config.task!r}); run `meddifffm finetune`")
+    output = args.output or str(Path("runs") / config.name)
+    trainer = Trainer(config, output, export_dir=args.export, command=_command_line(), config_file=str(path),
+                      device=args.device, progress=progress)
+    return trainer.run(resume=args.resume)
+
+
+def _add_shared(p) -> None:
+    from ..cli_args import add_common
+
+    p.add_argument("--config", required=True,
+                   help="JSON config file, or a shipped config name (paper, tiny, demo-base, demo-superres, demo-lesion)")
+    p.add_argument("--manifest", help="CSV or JSON manifest of the training volumes (replaces the config's data source)")
+    p.add_argument("-o", "--output", help="run folder: logs, checkpoints, samples, cache (default runs/<name>)")
+    p.add_argument("--export", help="folder for the exported model and its loss curve (default <output>/model)")
+    p.add_argument("--steps", type=int, help="optimizer steps (overrides the config)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the output folder")
+    p.add_argument("--cache-dir", help="folder of preprocessed volumes (overrides the config)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (overrides the config)")
+    p.add_argument("--train-seed", type=int, default=None, help="training seed (overrides the config's seed)")
+    add_common(p)
+
+
+def add_command(subparsers) -> None:
+    p = subparsers.add_parser("train", help="pretrain the diffusion model (single process or under torchrun)")
+    _add_shared(p)
+    p.set_defaults(run=lambda args, progress: _run(args, progress, None))
+
+    p = subparsers.add_parser("finetune", help="train a task ControlNet on a frozen base model")
+    p.add_argument("--task", required=True, choices=("superres", "lesion"), help="the ControlNet's condition")
+    p.add_argument("--base", required=True, help="the frozen base model: catalogue name or card path")
+    _add_shared(p)
+    p.set_defaults(run=lambda args, progress: _run(args, progress, args.task))

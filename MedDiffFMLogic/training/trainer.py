@@ -1,0 +1,505 @@
+"""Pretraining and ControlNet fine-tuning: one loop for both, single-process or distributed.
+
+- Objective: L1 between true and predicted noise (objective.py), t uniform, conditions dropped at random.
+- Optimiser: Adam at a constant learning rate, gradient accumulation over micro-batches, global
+  gradient-norm clipping, EMA of the trained weights (the EMA weights are what gets exported).
+- Precision: fp32; bf16/fp16 autocast (with a gradient scaler for fp16) on CUDA when asked for.
+- Distributed: under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel (nccl on
+  CUDA, gloo on the CPU); gradients are averaged across processes, synchronised once per optimizer
+  step (no_sync on the other micro-batches). Every process draws its own samples from the shared
+  deterministic stream (data.TrainingData), as DistributedSampler would. Only rank 0 writes files.
+- Exact resume: checkpoints hold the trained and EMA weights and the optimizer state (safetensors)
+  plus the step (JSON); every sample's data, noise and timestep depend only on (seed, sample index),
+  so a resumed run repeats the uninterrupted run's losses.
+- Fine-tuning: the base model is loaded through the catalogue and frozen; a ControlNet made from it
+  (zero output convolutions) is trained on the task's control volume (data.py builds it with the
+  tasks' conventions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from ..controlnet import ControlledDenoiser, ControlNetConfig, MedDiffFMControlNet
+from ..device import resolve_device
+from ..errors import InputError
+from ..modelfiles import DEMO_LICENCE, find_model, load_network, save_model
+from ..network import MedDiffFMNet
+from ..progress import SILENT, Progress
+from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig, make_generator, sample, spaced_timesteps
+from ..schedules import PAPER_SCHEDULE, alphas_cumprod, make_ddpm
+from .checkpoint import list_checkpoints, load_checkpoint, restore_optimizer, save_checkpoint
+from .config import TrainConfig
+from .data import Sample, TrainingData, collate
+from .manifest import read_manifest
+from .objective import apply_dropout, epsilon_loss
+from .phantomset import make_phantom_set, phantom_set_id
+
+PHANTOM_USE = "Demonstration only, not for clinical use: trained on procedural phantoms, not on real CT."
+REAL_DATA_USE = "Research only, not for clinical use."
+# Settings that shape the training trajectory: a resumed run must keep them.
+TRAJECTORY_KEYS = ("network", "data", "task", "base_model", "conditioning_channels", "batch_size", "accumulation",
+                   "lr", "betas", "grad_clip", "ema_decay", "condition_dropout", "mixed_precision", "seed")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "DistInfo":
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                   int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def draw_noise(seeds: list[int], shape: tuple[int, ...], timesteps: int, dropout: float):
+    """Per sample, from its own seed: condition keep flags (3), a timestep and the noise. Drawn on the
+    CPU, so a seed gives the same values on every device and in every process layout."""
+    keeps, ts, noises = [], [], []
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        keeps.append(torch.rand(3, generator=g) >= dropout)
+        ts.append(torch.randint(0, timesteps, (1,), generator=g))
+        noises.append(torch.randn(shape, generator=g))
+    return torch.stack(keeps), torch.cat(ts), torch.stack(noises)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, output: str | os.PathLike, *, export_dir: str | os.PathLike | None = None,
+                 command: str | None = None, config_file: str | None = None, device: str = "auto",
+                 progress: Progress = SILENT):
+        self.dist = DistInfo.from_env()
+        self.config = config
+        self.output = Path(output)
+        self.export_dir = Path(export_dir) if export_dir else self.output / "model"
+        self.command = command
+        self.config_file = config_file
+        self.device_choice = device
+        self.progress = progress if self.dist.main else SILENT
+        self.step = 0
+        self.elapsed = 0.0
+        self._ready = False
+
+    # ------------------------------------------------------------------------------------- setup
+
+    def setup(self) -> "Trainer":
+        if self._ready:
+            return self
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = self._init_device()
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.scheduler = make_ddpm(PAPER_SCHEDULE)
+        self._build_model()
+        self._load_data()
+        params = [p for p in self.trainable.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
+        self.amp_dtype = amp if (amp is not None and self.device.type == "cuda") else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.ddp = None
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        self._ready = True
+        return self
+
+    def _init_device(self) -> torch.device:
+        device = resolve_device(self.device_choice)
+        if self.dist.world > 1:
+            if device.type == "cuda":
+                torch.cuda.set_device(self.dist.local_rank)
+                device = torch.device("cuda", self.dist.local_rank)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return device
+
+    def _build_model(self) -> None:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)  # the same seed builds the same initial weights
+        if cfg.task is None:
+            self.base_card = None
+            net = MedDiffFMNet(cfg.network).to(self.device)
+            self.trainable = net
+            self.model = net
+            self.ema_trainable = copy.deepcopy(net).requires_grad_(False).eval()
+            self.ema_model = self.ema_trainable
+            return
+        base, card = load_network(cfg.base_model, self.device)
+        self.base_card, self.base_card_path = card, find_model(cfg.base_model)
+        if tuple(card.working_spacing) != tuple(float(s) for s in cfg.data.spacing):
+            raise InputError(
+                f"data.spacing {list(cfg.data.spacing)} differs from the base model's working spacing "
+                f"{list(card.working_spacing)}; fine-tune on the base model's grid"
+            )
+        # The ControlNet copies the base's architecture; the config's own network setting does not apply.
+        self.config = cfg = dataclasses.replace(cfg, network=base.config)
+        base.requires_grad_(False).eval()
+        control = MedDiffFMControlNet.from_base(base, ControlNetConfig(
+            task=cfg.task, control_channels=1, conditioning_channels=cfg.conditioning_channels)).to(self.device)
+        self.trainable = control
+        self.model = ControlledDenoiser(base, control)
+        self.ema_trainable = copy.deepcopy(control).requires_grad_(False).eval()
+        self.ema_model = ControlledDenoiser(base, self.ema_trainable).eval()
+
+    def _load_data(self) -> None:
+        cfg = self.config
+        cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.output / "cache"
+        if cfg.data.phantoms is not None:
+            folder = cache / f"phantoms-{phantom_set_id(cfg.data.phantoms)}"
+            manifest = folder / "manifest.csv"
+            if self.dist.main:
+                make_phantom_set(cfg.data.phantoms, folder, self.progress)
+            self._barrier()
+        else:
+            manifest = Path(cfg.data.manifest)
+        self.manifest = manifest
+        records = read_manifest(manifest)
+        # rank 0 preprocesses (and caches) every volume first; the others then read the cache
+        if self.dist.main:
+            self.data = TrainingData(records, cfg.data, cfg.window, cfg.task, cache, cfg.seed, preprocess_volumes=False)
+            self.data.preprocess_all(self.progress)
+        self._barrier()
+        if not self.dist.main:
+            self.data = TrainingData(records, cfg.data, cfg.window, cfg.task, cache, cfg.seed)
+
+    def _barrier(self) -> None:
+        if self.dist.world > 1 and dist.is_initialized():
+            dist.barrier()
+
+    # ------------------------------------------------------------------------------------- one step
+
+    def sample_ids(self, step: int, micro: int) -> list[int]:
+        """Global sample indices of one micro-batch of this process: (local index) x world + rank, so a
+        single process with batch B x R sees the samples that R processes with batch B see together."""
+        cfg = self.config
+        local = (step * cfg.accumulation + micro) * cfg.batch_size
+        return [(local + i) * self.dist.world + self.dist.rank for i in range(cfg.batch_size)]
+
+    def _loss(self, model, samples: list[tuple[Sample, int]], dropout: float) -> torch.Tensor:
+        batch = collate([s for s, _ in samples])
+        keep, timesteps, noise = draw_noise([seed for _, seed in samples], tuple(batch.image.shape[1:]),
+                                            self.scheduler.num_train_timesteps, dropout)
+        if dropout > 0:
+            batch = apply_dropout(batch, keep[:, 0], keep[:, 1], keep[:, 2])
+        batch = batch.to(self.device)
+        autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
+                    else contextlib.nullcontext())
+        with autocast:
+            return epsilon_loss(model, self.scheduler, batch, noise.to(self.device), timesteps.to(self.device))
+
+    def accumulate(self, step: int) -> float:
+        """Forward and backward over the step's micro-batches; gradients end up averaged over the
+        micro-batches and, when distributed, over the processes. Returns this process's mean loss."""
+        cfg = self.config
+        model = self.ddp if self.ddp is not None else self.model
+        total = 0.0
+        for micro in range(cfg.accumulation):
+            last = micro == cfg.accumulation - 1
+            sync = self.ddp.no_sync() if (self.ddp is not None and not last) else contextlib.nullcontext()
+            with sync:
+                samples = [self.data.sample(g) for g in self.sample_ids(step, micro)]
+                loss = self._loss(model, samples, cfg.condition_dropout)
+                self.scaler.scale(loss / cfg.accumulation).backward()
+            total += loss.item()
+        return total / cfg.accumulation
+
+    def train_step(self) -> tuple[float, float]:
+        cfg = self.config
+        self.trainable.train()
+        loss = self.accumulate(self.step)
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.trainable.parameters() if p.requires_grad]
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self._update_ema()
+        if self.dist.world > 1:  # the logged loss is the mean over all processes
+            t = torch.tensor([loss], device=self.device)
+            dist.all_reduce(t)
+            loss = t.item() / self.dist.world
+        return loss, float(norm)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # warm-up (as in common EMA practice): early weights are forgotten quickly, so short runs export
+        # a useful average too
+        decay = min(self.config.ema_decay, (1.0 + self.step) / (10.0 + self.step))
+        for e, p in zip(self.ema_trainable.parameters(), self.trainable.parameters()):
+            e.lerp_(p.detach(), 1.0 - decay)
+
+    # ------------------------------------------------------------------------------------- validation
+
+    @torch.no_grad()
+    def validation_loss(self) -> float | None:
+        if not self.data.val_records:
+            return None
+        if not hasattr(self, "_val_set"):
+            self._val_set = self.data.validation_samples(self.config.val_samples)
+        self.ema_model.eval()
+        bs = self.config.batch_size
+        losses = []
+        for i in range(0, len(self._val_set), bs):
+            chunk = self._val_set[i : i + bs]
+            losses.append(self._loss(self.ema_model, chunk, 0.0).item() * len(chunk))
+        return sum(losses) / len(self._val_set)
+
+    @torch.no_grad()
+    def sample_image(self, path: Path) -> Path:
+        """A whole-volume-level sample from the EMA weights next to the reference it was conditioned on."""
+        volume = self.data.val_volume(0) if self.data.val_records else self.data.train_volume(0)
+        from .data import make_sample
+
+        ref = make_sample(volume, self.config.window, "whole", np.random.default_rng(0), self.config.task)
+        cond = Conditions(region=ref.region, anatomy=ref.anatomy, control=ref.control)
+        w = self.config.window
+        estimator = SlidingWindowEstimator(self.ema_model, (w, w, w), cond, WindowConfig(), self.device)
+        x = torch.randn((1, 1, w, w, w), generator=make_generator(self.config.seed)).to(self.device)
+        out = sample(estimator, alphas_cumprod(PAPER_SCHEDULE), x, spaced_timesteps(self.config.sample_steps))
+        rows = [("reference", ref.image[0].numpy()), ("sample", out[0, 0].cpu().numpy())]
+        if ref.control is not None:
+            rows.insert(1, ("control", ref.control[0].numpy()))
+        return _save_slices(path, rows, f"step {self.step}")
+
+    # ------------------------------------------------------------------------------------- files
+
+    def _log(self, name: str, header: list[str], row: list[Any]) -> None:
+        path = self.output / name
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(header)
+            writer.writerow(row)
+
+    def _truncate_logs(self, step: int) -> None:
+        """Drop log rows past `step` (written after the checkpoint a resumed run starts from)."""
+        for name in ("losses.csv", "validation.csv"):
+            path = self.output / name
+            if not path.exists():
+                continue
+            rows = list(csv.reader(path.read_text().splitlines()))
+            kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+            tmp = path.with_name(f".{name}.tmp")
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows(kept)
+            os.replace(tmp, path)
+
+    def read_losses(self) -> list[tuple[int, float]]:
+        path = self.output / "losses.csv"
+        rows = list(csv.DictReader(path.read_text().splitlines())) if path.exists() else []
+        return [(int(r["step"]), float(r["loss"])) for r in rows]
+
+    def save_checkpoint(self) -> Path:
+        cfg = self.config
+        extra = {"config": cfg.to_dict(), "elapsed_seconds": self.elapsed, "world_size": self.dist.world,
+                 "scaler": self.scaler.state_dict(), "task": cfg.task}
+        return save_checkpoint(self.output / "checkpoints", self.step, self.trainable.state_dict(),
+                               self.ema_trainable.state_dict(), self.optimizer, extra, cfg.keep_checkpoints)
+
+    def resume(self) -> bool:
+        """Continue from the newest checkpoint in <output>/checkpoints; False when there is none."""
+        found = list_checkpoints(self.output / "checkpoints")
+        if not found:
+            return False
+        state, weights, ema, opt = load_checkpoint(found[-1])
+        old, new = state["config"], self.config.to_dict()
+        changed = [k for k in TRAJECTORY_KEYS if old.get(k) != new.get(k)]
+        if changed:
+            raise InputError(
+                f"cannot resume from {found[-1]}: the config changed in {', '.join(changed)}; "
+                "resume with the same config (only steps and the reporting intervals may change), or use a new --output"
+            )
+        if state["world_size"] * old["batch_size"] != self.dist.world * self.config.batch_size:
+            raise InputError("cannot resume exactly: processes x batch_size differs from the checkpoint's run")
+        self.trainable.load_state_dict(weights)
+        self.ema_trainable.load_state_dict(ema)
+        restore_optimizer(self.optimizer, opt, state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"]) if state.get("scaler") else None
+        self.step = int(state["step"])
+        self.elapsed = float(state.get("elapsed_seconds", 0.0))
+        if self.dist.main:
+            self._truncate_logs(self.step)
+        return True
+
+    # ------------------------------------------------------------------------------------- the run
+
+    def run(self, resume: bool = False) -> dict[str, str]:
+        self.setup()
+        cfg = self.config
+        resumed = self.resume() if resume else False
+        if self.dist.main:
+            (self.output / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        self.progress.start("training", cfg.steps, f"resumed at step {self.step}" if resumed else "")
+        self.progress.step(min(self.step, cfg.steps))
+        recent: list[float] = []
+        while self.step < cfg.steps:
+            started = time.perf_counter()
+            loss, norm = self.train_step()
+            self.elapsed += time.perf_counter() - started
+            recent = (recent + [loss])[-50:]
+            step = self.step
+            if self.dist.main:
+                self._log("losses.csv", ["step", "loss", "lr", "grad_norm", "seconds"],
+                          [step, f"{loss:.6f}", cfg.lr, f"{norm:.4f}", f"{self.elapsed:.1f}"])
+                if step % cfg.validate_every == 0 or step == cfg.steps:
+                    val = self.validation_loss()
+                    if val is not None:
+                        self._log("validation.csv", ["step", "val_loss"], [step, f"{val:.6f}"])
+                if cfg.sample_every and (step % cfg.sample_every == 0):
+                    self.sample_image(self.output / "samples" / f"step-{step:06d}.png")
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    self.save_checkpoint()
+            self._barrier()
+            self.progress.step(step, f"loss {np.mean(recent):.4f}")
+        outputs = {}
+        if self.dist.main:
+            outputs = self.export()
+        self._barrier()
+        return outputs
+
+    def export(self) -> dict[str, str]:
+        """The EMA weights as a model file with its card, and the loss curve beside it."""
+        cfg = self.config
+        losses = self.read_losses()
+        vals = _read_csv(self.output / "validation.csv")
+        tail = [v for _, v in losses[-50:]]
+        phantoms = cfg.data.phantoms is not None
+        provenance = {
+            "trained_on": self._data_description(),
+            "manifest": None if phantoms else str(cfg.data.manifest),
+            "optimizer_steps": self.step,
+            "samples_seen": self.step * cfg.accumulation * cfg.batch_size * self.dist.world,
+            "processes": self.dist.world,
+            "device": self.device.type,
+            "wall_seconds_training": round(self.elapsed, 1),
+            "final_train_loss_mean_last_50": round(float(np.mean(tail)), 5) if tail else None,
+            "final_val_loss": round(vals[-1][1], 5) if vals else None,
+            "command": self.command,
+            "config_file": self.config_file,
+            "config": cfg.to_dict(),
+            "weights": "EMA of the trained weights",
+            "software": {"torch": torch.__version__, "monai": _monai_version(), "python": platform.python_version()},
+        }
+        fields: dict[str, Any] = dict(
+            name=cfg.name, architecture=cfg.network.to_dict(), working_spacing=tuple(float(s) for s in cfg.data.spacing),
+            licence=DEMO_LICENCE if phantoms else "Inherits the licences of the training datasets; see provenance.",
+            intended_use=PHANTOM_USE if phantoms else REAL_DATA_USE,
+            description=cfg.description, provenance=provenance,
+        )
+        if cfg.task is None:
+            fields["kind"] = "base"
+        else:
+            fields.update(kind="controlnet", base_model=self.base_card.name,
+                          control=self.trainable.config.to_dict())
+            provenance["base_model_sha256"] = self.base_card.sha256
+        card = save_model(self.ema_trainable, self.export_dir, **fields)
+        curve = plot_losses(self.export_dir / "loss_curve.png", losses, vals, cfg.name)
+        return {"model": str(card), "loss_curve": str(curve), "log": str(self.output / "losses.csv")}
+
+    def _data_description(self) -> str:
+        cfg = self.config
+        n_train, n_val = len(self.data.train_records), len(self.data.val_records)
+        spacing = "x".join(f"{s:g}" for s in cfg.data.spacing)
+        if cfg.data.phantoms is not None:
+            p = cfg.data.phantoms
+            return (f"{n_train} procedural CT phantoms (MedDiffFMLogic.phantoms) for training and {n_val} for "
+                    f"validation, no real CT: regions {', '.join(p.regions)}; seeds {p.seeds[0]}-{p.seeds[1] - 1} "
+                    f"(train) and {p.val_seeds[0]}-{p.val_seeds[1] - 1} (validation) per region; about "
+                    f"{'x'.join(map(str, p.size))} voxels at {'x'.join(f'{s:g}' for s in p.spacing)} mm, "
+                    f"lesions per phantom {p.lesions[0]}-{p.lesions[1]}; resampled to {spacing} mm")
+        return f"{n_train} training and {n_val} validation CT volumes from {cfg.data.manifest}, resampled to {spacing} mm"
+
+
+def _monai_version() -> str:
+    import monai
+
+    return monai.__version__
+
+
+def _read_csv(path: Path) -> list[tuple[int, float]]:
+    if not path.exists():
+        return []
+    rows = list(csv.reader(path.read_text().splitlines()))[1:]
+    return [(int(r[0]), float(r[1])) for r in rows if r]
+
+
+def plot_losses(path: Path, losses: list[tuple[int, float]], vals: list[tuple[int, float]], title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    if losses:
+        steps, values = np.array([s for s, _ in losses]), np.array([v for _, v in losses])
+        ax.plot(steps, values, color="0.75", lw=0.6, label="training loss")
+        k = max(1, min(50, len(values) // 10))
+        if k > 1:
+            smooth = np.convolve(values, np.ones(k) / k, mode="valid")
+            ax.plot(steps[k - 1 :], smooth, color="C0", lw=1.5, label=f"training, mean of {k}")
+    if vals:
+        ax.plot([s for s, _ in vals], [v for _, v in vals], "o-", color="C3", ms=3, label="validation (EMA)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("L1 noise loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _save_slices(path: Path, rows: list[tuple[str, np.ndarray]], title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False)
+    for r, (name, vol) in enumerate(rows):
+        d, h, w = vol.shape
+        for c, (view, img) in enumerate((("axial", vol[d // 2]), ("coronal", vol[:, h // 2]), ("sagittal", vol[:, :, w // 2]))):
+            ax = axes[r, c]
+            ax.imshow(img, cmap="gray", vmin=-1, vmax=1, origin="lower" if c else "upper")
+            ax.set_title(f"{name}, {view}", fontsize=8)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
