@@ -51,6 +51,7 @@ def scene():
     colors.AddDefaultColorNodes()
     hierarchy = slicer.vtkSlicerSubjectHierarchyModuleLogic()
     hierarchy.SetMRMLScene(scene)
+    assert slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)  # the app's singleton, made up front
     yield scene
     hierarchy.SetMRMLScene(None)
     colors.SetMRMLScene(None)
@@ -331,3 +332,40 @@ def test_cancel_kills_the_engine_and_leaves_the_scene_as_it_was(scene, tiny_mode
         job.finish()
     assert bridge.scene_snapshot(scene, [volume]) == before
     assert our_temp_folders() == folders
+
+
+# ------------------------------------------------------------------------------------------ batch
+
+
+def test_batch_script_runs_a_folder_through_logic_process(scene, tmp_path, tiny_model_card):
+    """What `Slicer --no-main-window --python-script Scripts/batch.py ...` runs, with the same
+    processing logic: each scan in, its result out with the scan's geometry, a bad file reported and
+    skipped, and the scene left as it was."""
+    from MedDiffFMLib import batch
+
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    scans.mkdir()
+    lps = bridge.ras_to_lps(expected_ijk_to_ras())
+    image = sitk.GetImageFromArray(phantom_voxels())
+    image.SetSpacing(SPACING)
+    image.SetOrigin(lps[:3, 3])
+    image.SetDirection((lps[:3, :3] / np.asarray(SPACING)).ravel())
+    sitk.WriteImage(image, str(scans / "case1.nii.gz"))
+    (scans / "broken.nrrd").write_text("not an image")
+    (scans / "notes.txt").write_text("ignored: not a scan")
+    before = bridge.scene_snapshot(scene)
+    lines: list[str] = []
+    code = batch.main(["--task", "denoise", "--input", str(scans), "--output", str(out), "--model", str(tiny_model_card),
+                       "--steps", "2", "--preset", "fast", "--device", "cpu", "--noise-level", "25"],
+                      Processor(scene), log=lines.append)
+    assert code == 1  # one case failed, the other still ran
+    assert any(line.startswith("broken.nrrd: FAILED: could not read") for line in lines), lines
+    assert lines[-1] == "1 of 2 done, 1 failed"
+    [written] = sorted(out.iterdir())
+    assert written.name == "case1_denoised.nii.gz"
+    result = sitk.ReadImage(str(written))
+    assert result.GetSize() == image.GetSize()
+    np.testing.assert_allclose(result.GetOrigin(), image.GetOrigin(), atol=1e-6)
+    np.testing.assert_allclose(result.GetDirection(), image.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(result.GetSpacing(), image.GetSpacing(), atol=1e-6)
+    assert bridge.scene_snapshot(scene)["nodes"] == before["nodes"]

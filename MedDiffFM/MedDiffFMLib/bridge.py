@@ -427,6 +427,16 @@ def scene_snapshot(scene, nodes: Iterable = ()) -> dict:
 
 
 def remove_nodes(scene, nodes: Sequence) -> None:
+    """Remove data nodes with their display and storage nodes."""
     for node in nodes:
-        if node is not None and node.GetScene() is scene:
-            scene.RemoveNode(node)
+        if node is None or node.GetScene() is not scene:
+            continue
+        helpers = []
+        if node.IsA("vtkMRMLDisplayableNode"):
+            helpers += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+        if node.IsA("vtkMRMLStorableNode"):
+            helpers += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+        scene.RemoveNode(node)
+        for helper in helpers:
+            if helper is not None and helper.GetScene() is scene:
+                scene.RemoveNode(helper)
