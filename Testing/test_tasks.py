@@ -349,3 +349,24 @@ def test_superres_spacing_option_and_errors(tmp_path, models):
     assert result.GetSize() == (28, 30, 16) and ctio.to_array(result).max() < 401.0  # the window, up to the data step's overshoot
     with pytest.raises(InputError, match="'superres' ControlNet"):
         superres.super_resolve(image, config, load_model(models["base"], "cpu", models["lesion"]))
+
+
+# ------------------------------------------------------------------------------------------- demo
+
+
+def test_demo_runs_every_task_and_writes_a_montage_and_summary(tmp_path, capsys):
+    from MedDiffFMLogic.tasks import demo
+
+    config = demo.DemoConfig(
+        denoise_steps=1, anomaly_steps=1, inpaint_steps=1, lesion_steps=1, superres_steps=1, synthesize_steps=1,
+        train_steps=2, max_size=(40, 40, 32), device="cpu",
+    )
+    outputs = demo.run(config, tmp_path / "demo")
+    summary = json.loads(Path(outputs["summary"]).read_text())
+    assert set(summary["figures"]) == {"denoise", "anomaly", "inpaint", "lesion", "superres", "synthesize"}
+    assert summary["figures"]["inpaint"]["outside_mask_identical"] is True
+    assert Path(outputs["montage"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ct = ctio.read_ct(outputs["ct"])
+    for key in ("denoised", "anomaly_map", "inpainted", "lesion_generated", "synthesized"):
+        assert _exact_grid(ctio.read_ct(outputs[key]), ct), key
+    assert all(Path(v).exists() for v in outputs.values())
