@@ -1,0 +1,546 @@
+"""MedDiffFM: a 3D CT diffusion foundation model (MedDiff-FM) in 3D Slicer.
+
+A thin adapter over the engine: the panels fill a parameter node, the Logic hands nodes to
+MedDiffFMLib (bridge + runner), which runs the engine (`PythonSlicer -m MedDiffFMLogic ...`) in a child
+process and turns its outputs into new nodes. This file never imports torch or the engine package.
+"""
+
+import logging
+import os
+import shutil
+import sys
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from MedDiffFMLib import bridge, deps, models, runner
+from MedDiffFMLib.logic import Inputs, Processor
+from MedDiffFMLib.tasks import DEVICES, PRESETS, REGIONS, TASKS, TaskParameters
+
+# Each task's collapsible panel in MedDiffFM.ui; opening one closes the others, and Apply runs the open one.
+PANELS = {
+    "denoise": "denoiseCollapsibleButton",
+    "anomaly": "anomalyCollapsibleButton",
+    "inpaint": "inpaintCollapsibleButton",
+    "lesion": "lesionCollapsibleButton",
+    "superres": "superresCollapsibleButton",
+    "synthesize": "synthesizeCollapsibleButton",
+}
+# The segment selector of each task that takes a segment.
+SEGMENT_SELECTORS = {
+    "anomaly": "anomalySegmentSelector",
+    "inpaint": "inpaintSegmentSelector",
+    "lesion": "lesionSegmentSelector",
+}
+POLL_MS = 200
+CITATION = ("Yu Y, Gu Y, Zhang S, Zhang X. MedDiff-FM: A Diffusion-based Foundation Model for Versatile "
+            "Medical Image Applications. arXiv:2410.15432, 2024.")
+
+
+#
+# MedDiffFM
+#
+
+
+class MedDiffFM(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("MedDiffFM")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Filtering")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["MedDiffFM developers"]
+        self.parent.helpText = _(
+            "Denoising, anomaly maps, lesion inpainting and generation, super-resolution and synthesis of CT "
+            "volumes with one 3D diffusion foundation model (MedDiff-FM). Load a CT, open a panel, draw a "
+            "mask with the Segment Editor where the task needs one, and click Apply: the result is a new "
+            "node beside the input, which is never changed.<br><br>"
+            "The bundled models are demonstrations trained on procedural phantoms: <b>not for clinical use</b>."
+            "<br><br>Method: " + CITATION + "<br>"
+            'See <a href="https://github.com/MedDiffFM/MedDiffFM">the project page</a> for documentation.'
+        )
+        self.parent.acknowledgementText = _(
+            "MedDiff-FM is the method of Yu, Gu, Zhang and Zhang (arXiv:2410.15432). This extension is an "
+            "independent implementation built on MONAI and PyTorch; it follows the structure of Slicer's "
+            "extension template (Jean-Christophe Fillion-Robin, Kitware, and Steve Pieper, Isomics, "
+            "NIH grant 3P41RR013218-12S1)."
+        )
+
+
+#
+# Parameters
+#
+
+
+@parameterNodeWrapper
+class MedDiffFMParameterNode:
+    """Every setting of the panels; saved with the scene, so reloading a scene restores the panel."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    outputVolume: vtkMRMLScalarVolumeNode
+    task: Annotated[str, Choice(list(TASKS))] = "denoise"
+    model: str = ""
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    preset: Annotated[str, Choice(list(PRESETS))] = "balanced"
+    region: Annotated[str, Choice(list(REGIONS))] = "chest"
+    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
+    steps: Annotated[int, WithinRange(0, 1000)] = 0
+    noiseLevel: Annotated[float, WithinRange(0.0, 1000.0)] = 0.0
+    strength: Annotated[float, WithinRange(0.1, 5.0)] = 1.0
+    anomalyThreshold: Annotated[float, WithinRange(0.0, 3000.0)] = 0.0
+    inpaintLesion: bool = False
+    superresFactor: Annotated[float, WithinRange(1.0, 10.0)] = 5.0
+    superresSpacing: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
+    synthSizeX: Annotated[int, WithinRange(8, 1024)] = 64
+    synthSizeY: Annotated[int, WithinRange(8, 1024)] = 64
+    synthSizeZ: Annotated[int, WithinRange(8, 1024)] = 64
+    synthSpacing: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
+    anatomySegmentation: vtkMRMLSegmentationNode
+    # The segment selectors are not bound by connectGui; the widget keeps these in step by hand.
+    anomalySegmentation: vtkMRMLSegmentationNode
+    anomalySegmentID: str = ""
+    inpaintSegmentation: vtkMRMLSegmentationNode
+    inpaintSegmentID: str = ""
+    lesionSegmentation: vtkMRMLSegmentationNode
+    lesionSegmentID: str = ""
+
+
+def taskParameters(p: MedDiffFMParameterNode) -> TaskParameters:
+    return TaskParameters(
+        region=p.region, model=p.model, device=p.device, preset=p.preset, seed=p.seed, steps=p.steps,
+        noise_level=p.noiseLevel, strength=p.strength, threshold=p.anomalyThreshold, inpaint_lesion=p.inpaintLesion,
+        factor=p.superresFactor, spacing=p.superresSpacing, size=(p.synthSizeX, p.synthSizeY, p.synthSizeZ),
+        synth_spacing=p.synthSpacing,
+    )
+
+
+def taskInputs(p: MedDiffFMParameterNode, task: str) -> Inputs:
+    segment = None
+    if task in SEGMENT_SELECTORS:
+        node = getattr(p, f"{task}Segmentation")
+        segment = (node, getattr(p, f"{task}SegmentID")) if node is not None else None
+    # The output selector holds the user's choice of an existing volume; None means a new node.
+    output = p.outputVolume if TASKS[task].outputs[0].kind == "volume" else None
+    return Inputs(volume=p.inputVolume, segment=segment, anatomy=p.anatomySegmentation, output_volume=output)
+
+
+#
+# Widget
+#
+
+
+class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+        self._timer = None
+        self._cards = []
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MedDiffFM.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = MedDiffFMLogic()
+
+        # The device, preset and region combo boxes are filled by connectGui from the Choice annotations.
+        self._fillModels()
+        self.ui.modelSelector.currentIndexChanged.connect(self.onModelChanged)
+
+        for task, name in PANELS.items():
+            getattr(self.ui, name).contentsCollapsed.connect(lambda collapsed, t=task: self.onPanelToggled(t, collapsed))
+        for task, name in SEGMENT_SELECTORS.items():
+            selector = getattr(self.ui, name)
+            selector.currentNodeChanged.connect(lambda node, t=task: self.onSegmentationChanged(t, node))
+            selector.currentSegmentChanged.connect(lambda segmentId, t=task: self.onSegmentChanged(t, segmentId))
+        self.ui.inpaintSegmentEditorButton.clicked.connect(lambda: self.onOpenSegmentEditor("inpaint"))
+        self.ui.lesionSegmentEditorButton.clicked.connect(lambda: self.onOpenSegmentEditor("lesion"))
+        self.ui.anomalySegmentEditorButton.clicked.connect(lambda: self.onOpenSegmentEditor("anomaly"))
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.cancelButton.enabled = False
+        self.ui.progressBar.hide()
+        self.ui.statusLabel.text = ""
+
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self.onPoll)
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self._job = None
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._job is not None:  # the nodes the run reads are about to disappear
+            self.onCancelButton()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # -- parameter node
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first and not first.IsA("vtkMRMLLabelMapVolumeNode"):
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._restoreSegmentSelectors()
+            self._restorePanels()
+            self._restoreModel()
+            self._checkCanApply()
+
+    def _restoreSegmentSelectors(self) -> None:
+        for task, name in SEGMENT_SELECTORS.items():
+            selector = getattr(self.ui, name)
+            selector.setCurrentNode(getattr(self._parameterNode, f"{task}Segmentation"))
+            segmentId = getattr(self._parameterNode, f"{task}SegmentID")
+            if segmentId:
+                selector.setCurrentSegmentID(segmentId)
+
+    def _restorePanels(self) -> None:
+        for task, name in PANELS.items():
+            getattr(self.ui, name).collapsed = task != self._parameterNode.task
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        if p is None:
+            return
+        task = p.task
+        info = TASKS[task]
+        reason = ""
+        if info.needs_volume and not p.inputVolume:
+            reason = _("Choose an input volume.")
+        elif info.segment == "mask" and not (getattr(p, f"{task}Segmentation") and getattr(p, f"{task}SegmentID")):
+            reason = _("Choose a segmentation and a segment (draw one with the Segment Editor).")
+        running = self._job is not None
+        self.ui.applyButton.enabled = not reason and not running
+        self.ui.applyButton.text = _("Apply: {title}").format(title=info.title)
+        self.ui.applyButton.toolTip = reason or info.help
+        self.ui.outputSelector.enabled = info.outputs[0].kind == "volume"
+
+    # -- panels, models, segments
+
+    def onPanelToggled(self, task: str, collapsed: bool) -> None:
+        if collapsed or self._parameterNode is None:
+            return
+        for other, name in PANELS.items():
+            if other != task:
+                getattr(self.ui, name).collapsed = True
+        self._parameterNode.task = task
+
+    def _fillModels(self) -> None:
+        self.ui.modelSelector.blockSignals(True)
+        self.ui.modelSelector.clear()
+        self.ui.modelSelector.addItem(_("Default (the engine's)"), "")
+        try:
+            self._cards = [c for c in models.list_cards(runner.engine_root()) if c.kind == "base"]
+        except runner.EngineError as exc:
+            self._cards = []
+            self.ui.modelCardLabel.text = str(exc)
+        for card in self._cards:
+            self.ui.modelSelector.addItem(card.name, str(card.path))
+        self.ui.modelSelector.blockSignals(False)
+        self.onModelChanged(self.ui.modelSelector.currentIndex)
+
+    def _restoreModel(self) -> None:
+        index = self.ui.modelSelector.findData(self._parameterNode.model)
+        self.ui.modelSelector.setCurrentIndex(max(index, 0))
+
+    def onModelChanged(self, index: int) -> None:
+        path = self.ui.modelSelector.itemData(index) or ""
+        card = next((c for c in self._cards if str(c.path) == path), None)
+        if card is None and self._cards and not path:
+            # The engine's default is the bundled base model; show its card.
+            card = next((c for c in self._cards if c.name == "meddifffm-base-demo"), None)
+        self.ui.modelCardLabel.text = models.card_html(card)
+        if self._parameterNode is not None:
+            self._parameterNode.model = path
+
+    def onSegmentationChanged(self, task: str, node) -> None:
+        if self._parameterNode is not None:
+            setattr(self._parameterNode, f"{task}Segmentation", node)
+
+    def onSegmentChanged(self, task: str, segmentId: str) -> None:
+        if self._parameterNode is not None:
+            setattr(self._parameterNode, f"{task}SegmentID", segmentId or "")
+
+    def onOpenSegmentEditor(self, task: str) -> None:
+        """Open the Segment Editor on this task's segmentation (made now if there is none) and the input."""
+        p = self._parameterNode
+        segmentation = getattr(p, f"{task}Segmentation")
+        if segmentation is None:
+            segmentation = slicer.mrmlScene.AddNewNodeByClass(
+                "vtkMRMLSegmentationNode", (p.inputVolume.GetName() + " " if p.inputVolume else "") + _("mask"))
+            if p.inputVolume:
+                segmentation.SetReferenceImageGeometryParameterFromVolumeNode(p.inputVolume)
+            segmentation.CreateDefaultDisplayNodes()
+            if segmentation.GetSegmentation().GetNumberOfSegments() == 0:
+                segmentation.GetSegmentation().AddEmptySegment("lesion" if task != "anomaly" else "region of interest")
+            getattr(self.ui, SEGMENT_SELECTORS[task]).setCurrentNode(segmentation)
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(segmentation)
+        if p.inputVolume:
+            editor.setSourceVolumeNode(p.inputVolume)
+
+    # -- running
+
+    def onApplyButton(self) -> None:
+        p = self._parameterNode
+        task = p.task
+        try:
+            if not self.logic.ensureDependencies(confirm=True):
+                return
+            self._job = self.logic.start(task, taskParameters(p), taskInputs(p, task))
+        except (bridge.BridgeError, runner.EngineError, ValueError, RuntimeError) as exc:
+            slicer.util.errorDisplay(_("MedDiffFM could not start: {error}").format(error=exc))
+            return
+        self.ui.progressBar.show()
+        self.ui.progressBar.setRange(0, 0)  # busy until the engine reports a stage
+        self.ui.statusLabel.text = _("Starting the engine...")
+        self.ui.cancelButton.enabled = True
+        self._checkCanApply()
+        self._timer.start()
+
+    def onPoll(self) -> None:
+        job = self._job
+        if job is None:
+            self._timer.stop()
+            return
+        for event in job.poll():
+            if isinstance(event, runner.Progress):
+                if event.fraction is None:
+                    self.ui.progressBar.setRange(0, 0)
+                else:
+                    self.ui.progressBar.setRange(0, 100)
+                    self.ui.progressBar.value = int(round(100 * event.fraction))
+                self.ui.statusLabel.text = event.text
+            elif isinstance(event, runner.Log) and event.text:
+                logging.info(f"MedDiffFM engine: {event.text}")
+        if job.finished:
+            self._timer.stop()
+            self._finish(job)
+
+    def _finish(self, job) -> None:
+        self._job = None
+        self.ui.cancelButton.enabled = False
+        self.ui.progressBar.hide()
+        try:
+            result = job.finish()
+        except runner.Cancelled:
+            self.ui.statusLabel.text = _("Cancelled; nothing was changed.")
+        except (runner.EngineError, bridge.BridgeError) as exc:
+            self.ui.statusLabel.text = _("Failed; nothing was changed.")
+            details = "\n".join(job.process.state.stderr) if job.process else ""
+            slicer.util.errorDisplay(str(exc), windowTitle=_("MedDiffFM"), detailedText=details)
+        else:
+            self.ui.statusLabel.text = _("Done in {seconds:.0f} s: {names}").format(
+                seconds=result.seconds, names=", ".join(n.GetName() for n in result.nodes))
+            self.logic.showResults(result.nodes, job.reference)
+        self._checkCanApply()
+
+    def onCancelButton(self) -> None:
+        if self._job is not None:
+            self.ui.statusLabel.text = _("Cancelling...")
+            slicer.app.processEvents()
+            self._job.cancel()  # kills the engine's process tree; poll() then finishes the job
+
+
+#
+# Logic
+#
+
+
+class MedDiffFMLogic(ScriptedLoadableModuleLogic):
+    """The batch API: `process(task, params, inputs)` runs without the GUI (Scripts/batch.py uses it).
+    `start(...)` returns a running job that the widget polls."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._processor = None
+
+    def getParameterNode(self):
+        return MedDiffFMParameterNode(super().getParameterNode())
+
+    @property
+    def scene(self):
+        return slicer.mrmlScene
+
+    @staticmethod
+    def pythonExecutable() -> str:
+        """Slicer's Python launcher: it sets up the environment the engine's packages need."""
+        name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+        found = shutil.which(name) or os.path.join(slicer.app.slicerHome, "bin", name)
+        return found if os.path.exists(found) else sys.executable
+
+    def processor(self) -> Processor:
+        if self._processor is None or self._processor.scene is not slicer.mrmlScene:
+            self._processor = Processor(slicer.mrmlScene, python=self.pythonExecutable(),
+                                        environment=slicer.util.startupEnvironment())
+        return self._processor
+
+    def ensureDependencies(self, confirm: bool = True) -> bool:
+        """Install what the engine needs into Slicer's Python, once: torch through the PyTorch extension
+        (the build for this machine's GPU, or CPU), the rest with Slicer's pip helpers. Returns False
+        when the user declines."""
+        torchMissing, others = deps.missing()
+        if not torchMissing and not others:
+            return True
+        what = (["PyTorch"] if torchMissing else []) + [deps.distribution_name(r) for r in others]
+        if confirm and not slicer.util.confirmOkCancelDisplay(
+                _("MedDiffFM needs these Python packages, which will be downloaded and installed now "
+                  "(this takes a few minutes): {packages}").format(packages=", ".join(what))):
+            return False
+        if torchMissing:
+            try:
+                import PyTorchUtils
+            except ImportError:
+                raise RuntimeError(_("PyTorch is missing and the PyTorch extension is not installed: install "
+                                     "'PyTorch' from the Extensions Manager, restart Slicer, and click Apply again"))
+            # installTorch picks the CUDA build that fits the driver (light-the-torch), or the CPU build.
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                askConfirmation=False, torchVersionRequirement=deps.TORCH_REQUIREMENT[len("torch"):])
+            if torch is None:
+                raise RuntimeError(_("PyTorch could not be installed; see the Python console, or install it from "
+                                     "the PyTorch module (Utilities > PyTorch Utils)"))
+        if others:
+            packaging = getattr(slicer, "packaging", None)
+            if packaging is not None and hasattr(packaging, "pip_ensure"):
+                packaging.pip_ensure(packaging.load_requirements(str(deps.REQUIREMENTS)), requester="MedDiffFM")
+            else:
+                slicer.util.pip_install(others)
+        torchMissing, others = deps.missing()
+        if torchMissing or others:
+            raise RuntimeError(_("Some packages are still missing after installation ({packages}); restart "
+                                 "Slicer and click Apply again").format(
+                packages=", ".join((["torch"] if torchMissing else []) + others)))
+        return True
+
+    def start(self, task: str, params: TaskParameters, inputs: Inputs):
+        return self.processor().start(task, params, inputs)
+
+    def process(self, task: str, params: TaskParameters = None, inputs: Inputs = None, on_event=None,
+                timeout: float = None):
+        """Run a task to the end; returns a Result whose `nodes` are the new nodes. Raises
+        runner.EngineError with the engine's message on failure (the scene is then as it was)."""
+        self.ensureDependencies(confirm=False)
+        return self.processor().process(task, params or TaskParameters(), inputs or Inputs(), on_event, timeout)
+
+    def showResults(self, nodes, reference) -> None:
+        """Show a result: a CT in the background, a heat map over the input, a segmentation on top."""
+        background = reference
+        foreground = None
+        for node in nodes:
+            if node.IsA("vtkMRMLSegmentationNode"):
+                node.CreateDefaultDisplayNodes()
+                node.GetDisplayNode().SetVisibility(True)
+            elif node.GetDisplayNode() is not None and bridge.heatmap_color_id(slicer.mrmlScene) and \
+                    node.GetDisplayNode().GetColorNodeID() == bridge.heatmap_color_id(slicer.mrmlScene):
+                foreground = node
+            else:
+                background = node
+        slicer.util.setSliceViewerLayers(background=background, foreground=foreground,
+                                         foregroundOpacity=0.5 if foreground else None, fit=True)
+
+
+#
+# Test
+#
+
+
+class MedDiffFMTest(ScriptedLoadableModuleTest):
+    """Runs each task on a small phantom inside Slicer (ctest). Needs the engine's dependencies; the
+    pytest suites cover the same logic against slicer-core on machines without Slicer."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_every_task_on_a_small_volume()
+
+    def _phantom(self):
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        shape = (24, 32, 32)
+        k, j, i = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+        body = ((j - 16) / 12.0) ** 2 + ((i - 16) / 13.0) ** 2 < 1
+        array = np.where(body, 40.0, -1000.0) + rng.normal(0, 30, shape)
+        volume = slicer.util.addVolumeFromArray(array.astype(np.int16), name="Phantom CT")
+        volume.SetSpacing(2.0, 2.0, 2.5)
+        volume.SetOrigin(-31.0, -31.0, -30.0)
+        mask = np.zeros(shape, np.uint8)
+        mask[10:14, 14:19, 14:19] = 1
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mask")
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        segmentId = segmentation.GetSegmentation().AddEmptySegment("lesion")
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentation, segmentId, volume)
+        return volume, segmentation, segmentId
+
+    def test_every_task_on_a_small_volume(self):
+        self.delayDisplay("Running every MedDiffFM task on a small phantom (fast preset, 2 steps)")
+        volume, segmentation, segmentId = self._phantom()
+        logic = MedDiffFMLogic()
+        params = TaskParameters(preset="fast", steps=2, device="auto", size=(32, 32, 32))
+        before = bridge.scene_snapshot(slicer.mrmlScene, [volume])
+        for task in TASKS:
+            inputs = Inputs(volume=volume if TASKS[task].needs_volume else None,
+                            segment=(segmentation, segmentId) if TASKS[task].segment else None)
+            result = logic.process(task, params, inputs)
+            self.assertTrue(result.nodes, task)
+            main = result.nodes[0]
+            if TASKS[task].needs_volume and task != "superres":  # super-resolution adds slices
+                self.assertTrue(bridge.same_geometry(main, volume), task)
+            self.delayDisplay(f"{task}: {', '.join(n.GetName() for n in result.nodes)} in {result.seconds:.0f} s")
+        # The input is never changed.
+        self.assertEqual(bridge.scene_snapshot(slicer.mrmlScene, [volume])["voxels"], before["voxels"])
+        # A failing run leaves the scene as it was and says why.
+        snapshot = bridge.scene_snapshot(slicer.mrmlScene, [volume])
+        with self.assertRaises(runner.EngineError):
+            logic.process("denoise", TaskParameters(model="no-such-model", steps=2), Inputs(volume=volume))
+        self.assertEqual(bridge.scene_snapshot(slicer.mrmlScene, [volume]), snapshot)
+        self.delayDisplay("Test passed")

@@ -1,0 +1,99 @@
+"""The extension's packaging and what the module reads without the engine: the CMake lists ship every
+module file, the dependencies installed on first Apply match the engine's, the model selector lists
+the engine's models, and the engine arguments the module builds parse with the engine's own CLI."""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE_DIR = ROOT / "MedDiffFM"
+sys.path.insert(0, str(MODULE_DIR))
+
+from MedDiffFMLib import deps, models  # noqa: E402
+from MedDiffFMLib.tasks import TASKS, TaskParameters, engine_arguments, output_files  # noqa: E402
+
+
+def _cmake_list(text: str, variable: str) -> list[str]:
+    match = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
+    assert match, f"{variable} not set"
+    return [line.strip().replace("${MODULE_NAME}", "MedDiffFM") for line in match.group(1).splitlines() if line.strip()]
+
+
+def test_the_module_cmake_lists_ship_every_script_and_resource():
+    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    scripts = set(_cmake_list(text, "MODULE_PYTHON_SCRIPTS"))
+    on_disk = {str(p.relative_to(MODULE_DIR)) for p in MODULE_DIR.rglob("*.py") if "__pycache__" not in p.parts}
+    assert scripts == on_disk
+    resources = set(_cmake_list(text, "MODULE_PYTHON_RESOURCES"))
+    assert resources == {str(p.relative_to(MODULE_DIR)) for p in (MODULE_DIR / "Resources").rglob("*") if p.is_file()}
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+    top = (ROOT / "CMakeLists.txt").read_text()
+    assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', top)
+    assert "add_subdirectory(MedDiffFM)" in top and "MedDiffFMLogic/*.py" in top
+    for field in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS"):
+        assert re.search(rf"set\(EXTENSION_{field} \"[^\"]+\"\)", top), field
+
+
+def test_first_apply_installs_what_the_engine_declares():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    engine = {deps.distribution_name(r).lower() for r in declared}
+    module = {deps.distribution_name(r).lower() for r in deps.requirements()}
+    assert engine - module == {"torch"}  # torch comes from the PyTorch extension instead
+    assert module <= engine
+    torch_missing, missing = deps.missing()
+    assert not torch_missing and missing == []  # this venv has them all, found without importing them
+    assert deps.import_name("scikit-image>=0.24") == "skimage" and deps.installed("skimage")
+    assert not deps.installed("no_such_package_for_meddifffm")
+
+
+def test_the_model_selector_lists_the_engines_models(tmp_path, tiny_model_card, monkeypatch):
+    from MedDiffFMLogic.modelfiles import list_models
+
+    monkeypatch.setenv("MEDDIFFFM_MODELS", str(Path(tiny_model_card).parent))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    cards = models.list_cards(ROOT)
+    assert [(c.name, c.path, c.source) for c in cards] == \
+        [(e.name, e.card_path, e.source) for e in list_models() if e.card is not None]
+    tiny = next(c for c in cards if c.name == "tiny-test")
+    text = models.card_html(tiny)
+    assert "tiny-test" in text and "Licence" in text and "Intended use" in text
+    assert models.NOT_CLINICAL in text  # the engine's demo cards say so, and the selector shows it
+    assert "default" in models.card_html(None)
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_the_arguments_the_module_builds_parse_with_the_engines_cli(task, tmp_path):
+    """Every panel's settings become flags the engine's own parser accepts, with the meaning intended."""
+    from MedDiffFMLogic.cli import build_parser
+
+    files = {"input": str(tmp_path / "in.nrrd"), "mask": str(tmp_path / "mask.nrrd"),
+             "anatomy": str(tmp_path / "anatomy.nrrd"), **output_files(task, str(tmp_path))}
+    if TASKS[task].segment is None:
+        files.pop("mask")
+    params = TaskParameters(region="abdomen", preset="fast", seed=7, steps=3, noise_level=12.5, strength=1.5,
+                            threshold=40.0, inpaint_lesion=True, factor=4.0, synth_spacing=1.5, device="cpu")
+    args = build_parser().parse_args([task, *engine_arguments(task, params, files), "--progress", "json"])
+    assert args.command == task and args.region == "abdomen" and args.seed == 7 and args.steps == 3
+    assert args.device == "cpu" and args.output == files["output"] and args.progress == "json"
+    assert args.anatomy == files["anatomy"]
+    if TASKS[task].needs_volume:
+        assert args.input == files["input"]
+    expected = {
+        "denoise": lambda a: a.noise_level == 12.5 and a.strength == 1.5,
+        "anomaly": lambda a: a.roi == files["mask"] and a.threshold == 40.0 and a.mask_out == files["mask-out"],
+        "inpaint": lambda a: a.mask == files["mask"] and a.controlnet == "meddifffm-lesion-demo",
+        "lesion": lambda a: a.mask == files["mask"],
+        "superres": lambda a: a.factor == 4.0,
+        "synthesize": lambda a: True,  # with an anatomy map its grid is the output grid: no --size
+    }
+    assert expected[task](args)
+    if task == "synthesize":
+        del files["anatomy"]
+        plain = build_parser().parse_args([task, *engine_arguments(task, params, files)])
+        assert plain.size == (64, 64, 64) and plain.spacing == (1.5, 1.5, 1.5) and plain.anatomy is None
