@@ -115,7 +115,9 @@ def save_model(
     name = fields_["name"]
     weights = directory / f"{name}.safetensors"
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    _atomic_write_bytes(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt", "name": name}))
+    # One metadata key only: safetensors writes the metadata in hash-map order, so with two keys the same
+    # weights could give different bytes (and sha256) from run to run; the name lives in the card.
+    _atomic_write_bytes(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     fields_.update(weights=weights.name, sha256=sha256_of(weights))
     fields_.setdefault("format", CARD_FORMAT)
     final = ModelCard.from_dict(fields_, directory)
