@@ -252,6 +252,15 @@ def test_anomaly_cli_with_roi_labels(tmp_path, models, capsys):
     m = ctio.to_array(ctio.read_ct(outs["map"]))
     assert (m[labels != 9] == 0).all() and m[labels == 9].max() > 0
     assert _exact_grid(ctio.read_label_map(outs["mask"]), image)
+    # --roi as label names of the --anatomy map (9 is the left adrenal gland in TotalSegmentator's classes).
+    only = tmp_path / "only.nrrd"
+    rc = main(["anomaly", str(ct), "-o", str(only), "--anatomy", str(roi), "--roi", "adrenal_gland_left", "--model", models["base"],
+               "--steps", "1", "--progress", "none"])
+    m = ctio.to_array(ctio.read_ct(only))
+    assert rc == 0 and (m[labels != 9] == 0).all() and m[labels == 9].max() > 0
+    capsys.readouterr()
+    rc = main(["anomaly", str(ct), "-o", str(only), "--roi", "spleen", "--model", models["base"], "--progress", "json"])
+    assert rc == 1 and "--anatomy" in _json_lines(capsys.readouterr().out)[-1]["error"]
 
 
 # ------------------------------------------------------------------------------------------- lesion

@@ -162,7 +162,8 @@ def add_command(subparsers) -> None:
     p.add_argument("--healthy-out", help="also write the pseudo-healthy reconstruction (HU, input's grid)")
     p.add_argument("--threshold", type=float, default=None,
                    help="HU threshold for --mask-out (default: median + 6 x 1.4826 x MAD of the map in the ROI)")
-    p.add_argument("--roi", help="label map restricting the map (e.g. an organ segmentation; any grid overlapping the CT)")
+    p.add_argument("--roi", help="label map restricting the map (e.g. an organ segmentation; any grid overlapping the CT), "
+                   "or labels of the --anatomy map (numbers or TotalSegmentator names, comma separated)")
     p.add_argument("--roi-labels", help="labels of --roi to use: numbers or TotalSegmentator names, comma separated "
                    "(default: every non-zero label)")
     p.add_argument("--region", choices=REGIONS, default="chest", help="body region: sets the HU window (default chest)")
@@ -182,10 +183,18 @@ def _run_from_args(args, progress: Progress) -> dict[str, str]:
 
     if args.roi_labels is not None and args.roi is None:
         raise InputError("--roi-labels needs --roi, the label map they refer to")
-    labels = parse_labels(args.roi_labels)
+    roi, labels = args.roi, parse_labels(args.roi_labels)
+    if roi is not None and not os.path.exists(roi):
+        # `--roi liver` or `--roi 5,6`: labels of the organ map given with --anatomy.
+        if args.anatomy is None:
+            raise InputError(
+                f"--roi {roi}: no such file; give a label-map file, or label names or numbers together with "
+                "--anatomy (the organ label map they refer to)"
+            )
+        roi, labels = args.anatomy, parse_labels(roi)
     config = AnomalyConfig(
         region=args.region, t_start=args.t_start, steps=args.steps, seeds=args.seeds, threshold=args.threshold,
-        smooth_mm=args.smooth, roi=args.roi, roi_labels=tuple(labels) if labels else None, anatomy=args.anatomy,
+        smooth_mm=args.smooth, roi=roi, roi_labels=tuple(labels) if labels else None, anatomy=args.anatomy,
         model=args.model, windows=window_config(args), seed=args.seed, device=args.device,
     )
     return run(config, args.input, args.output, args.mask_out, args.healthy_out, progress)
