@@ -14,7 +14,8 @@ pretrained model denoise it back into a pseudo-healthy image, and take the resid
 - Mask: map > threshold. The default threshold is robust and per scan: median + `k_mad` x 1.4826 x MAD
   of the map inside the region of interest (the whole image when no ROI is given): most voxels are
   reconstructed to within the noise, so the bulk of the map measures the noise and outliers are lesions.
-- Score (image level): the 99.9th percentile of the map inside the ROI.
+- Score (image level): the maximum of the smoothed map inside the ROI (a small lesion covers far less
+  than any fixed percentile of an organ; the smoothing keeps single noisy voxels from deciding it).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class AnomalyResult:
     mask: sitk.Image  # uint8, map > threshold
     healthy: sitk.Image  # float32 HU pseudo-healthy image on the input grid
     threshold: float
-    score: float  # image-level anomaly score: 99.9th percentile of the map in the ROI
+    score: float  # image-level anomaly score: maximum of the smoothed map in the ROI
     native_grid: bool
 
 
@@ -115,7 +116,7 @@ def anomaly_map(image: sitk.Image, config: AnomalyConfig, model: LoadedModel,
         # A floor of 1 HU keeps a perfectly reconstructed (flat) map from flagging rounding noise.
         threshold = max(median + config.k_mad * 1.4826 * mad, 1.0)
     mask = residual > threshold
-    score = float(np.percentile(inside, 99.9))
+    score = float(inside.max())
     # Where the input lies beyond the window (bone in a soft-tissue window) the model cannot say
     # anything: the healthy image keeps the input there.
     original = ctio.to_array(image)
