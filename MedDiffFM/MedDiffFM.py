@@ -130,7 +130,9 @@ def taskInputs(p: MedDiffFMParameterNode, task: str) -> Inputs:
         segment = (node, getattr(p, f"{task}SegmentID")) if node is not None else None
     # The output selector holds the user's choice of an existing volume; None means a new node.
     output = p.outputVolume if TASKS[task].outputs[0].kind == "volume" else None
-    return Inputs(volume=p.inputVolume, segment=segment, anatomy=p.anatomySegmentation, output_volume=output)
+    # Synthesis needs no input volume; with an anatomy segmentation its grid is that segmentation's.
+    return Inputs(volume=p.inputVolume if TASKS[task].needs_volume else None, segment=segment,
+                  anatomy=p.anatomySegmentation if task == "synthesize" else None, output_volume=output)
 
 
 #

@@ -51,8 +51,11 @@ def scene():
     colors.AddDefaultColorNodes()
     hierarchy = slicer.vtkSlicerSubjectHierarchyModuleLogic()
     hierarchy.SetMRMLScene(scene)
+    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()  # registers the representation converters
+    segmentations.SetMRMLScene(scene)
     assert slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)  # the app's singleton, made up front
     yield scene
+    segmentations.SetMRMLScene(None)
     hierarchy.SetMRMLScene(None)
     colors.SetMRMLScene(None)
     scene.Clear(1)
@@ -92,6 +95,7 @@ def add_segmentation(scene, volume, mask, name="lesion"):
     bridge.set_ijk_to_ras(labelmap, bridge.ijk_to_ras(volume))
     image = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(labelmap)
     assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(image, segmentation, name)
+    segmentation.GetSegmentation().GetNthSegment(0).SetName(name)  # the import appends the label value
     return segmentation, segmentation.GetSegmentation().GetNthSegmentID(0)
 
 
@@ -369,3 +373,49 @@ def test_batch_script_runs_a_folder_through_logic_process(scene, tmp_path, tiny_
     np.testing.assert_allclose(result.GetDirection(), image.GetDirection(), atol=1e-6)
     np.testing.assert_allclose(result.GetSpacing(), image.GetSpacing(), atol=1e-6)
     assert bridge.scene_snapshot(scene)["nodes"] == before["nodes"]
+
+
+# ------------------------------------------------------------------------------ anatomy, output node
+
+
+def test_an_anatomy_segmentation_becomes_a_totalsegmentator_label_map_on_its_own_grid(scene, tmp_path):
+    """Synthesis that follows an organ segmentation: segment names are TotalSegmentator classes (as the
+    TotalSegmentator extension names them), the grid is the segmentation's reference geometry."""
+    array = phantom_voxels()
+    volume = add_volume(scene, array)
+    body = np.zeros(array.shape, np.uint8)
+    body[1:11, 2:18, 2:16] = 1
+    liver = np.zeros(array.shape, np.uint8)
+    liver[3:7, 5:10, 4:9] = 1
+    segmentation, _ = add_segmentation(scene, volume, body, "body")
+    liver_only = add_segmentation(scene, volume, liver, "Liver")
+    segmentation.GetSegmentation().CopySegmentFromSegmentation(liver_only[0].GetSegmentation(), liver_only[1])
+    grid = bridge.reference_volume_for_segmentation(segmentation)
+    assert grid.GetScene() is None
+    np.testing.assert_allclose(bridge.ijk_to_ras(grid), bridge.ijk_to_ras(volume), atol=1e-9)
+    assert bridge.dimensions(grid) == bridge.dimensions(volume)
+
+    processor = Processor(scene)
+    path = bridge.write_anatomy(segmentation, grid, processor.anatomy_label, tmp_path / "anatomy.nrrd")
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(path))
+    expected = np.where(liver > 0, 5, np.where(body > 0, 118, 0))  # later segments win: liver over body
+    np.testing.assert_array_equal(labels, expected)
+
+    segmentation.GetSegmentation().GetNthSegment(0).SetName("livr")
+    with pytest.raises(bridge.BridgeError, match="did you mean 'liver'"):
+        bridge.write_anatomy(segmentation, grid, processor.anatomy_label, tmp_path / "bad.nrrd")
+
+
+def test_a_chosen_output_volume_is_overwritten_and_the_input_never_is(scene, tmp_path):
+    array = phantom_voxels()
+    volume = add_volume(scene, array)
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "chosen output")
+    result = bridge.read_volume(bridge.write_volume(volume, tmp_path / "r.nrrd"))
+    bridge.replace_volume(target, result)
+    np.testing.assert_array_equal(bridge.voxels(target), array)
+    np.testing.assert_array_equal(bridge.ijk_to_ras(target), bridge.ijk_to_ras(result))
+    assert target.GetDisplayNode() is not None
+    with pytest.raises(bridge.BridgeError, match="input is never changed"):
+        Processor(scene).start("denoise", TaskParameters(), Inputs(volume=volume, output_volume=volume))
+    with pytest.raises(bridge.BridgeError, match="needs a segment"):
+        Processor(scene).start("inpaint", TaskParameters(), Inputs(volume=volume))

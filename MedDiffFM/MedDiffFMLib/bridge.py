@@ -406,6 +406,8 @@ def replace_volume(target, source) -> None:
     image.DeepCopy(source.GetImageData())
     copy_geometry(target, source)
     target.SetAndObserveImageData(image)
+    if target.GetScene() is not None and target.GetDisplayNode() is None:
+        target.CreateDefaultDisplayNodes()  # a node just made in the output selector has no display yet
     target.Modified()
 
 
