@@ -28,11 +28,17 @@ def add_windows(parser: argparse.ArgumentParser) -> None:
         "--window-batch", type=int, default=None,
         help="windows per network call (default: as many as fit 256 MB at the first level, at most 4)",
     )
+    group.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+        help="network arithmetic: fp32 (default), bf16 (about 2x faster on recent CPUs, ~1%% error), fp16 (CUDA)",
+    )
 
 
 def window_config(args: argparse.Namespace) -> WindowConfig:
     try:
-        return WindowConfig(size=args.window, overlap=args.overlap, batch=args.window_batch)
+        return WindowConfig(
+            size=args.window, overlap=args.overlap, batch=args.window_batch, precision=args.precision,
+        )
     except ValueError as exc:
         raise InputError(str(exc)) from exc
 

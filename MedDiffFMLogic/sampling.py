@@ -22,16 +22,23 @@ from .network import coordinate_grid, whole_volume_axes
 from .progress import SILENT, Progress
 
 
+# Network arithmetic per precision name (None: float32, no autocast).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass(frozen=True)
 class WindowConfig:
     """How the volume is tiled: window edge (None: the model's training window), overlap fraction,
-    windows evaluated per network call (None: `auto_window_batch`), and the Gaussian blending width
-    relative to the window."""
+    windows evaluated per network call (None: `auto_window_batch`), the Gaussian blending width
+    relative to the window, and the precision of the network's arithmetic: "fp32" (default), "bf16"
+    (autocast; about 2x faster on CPUs with AMX or AVX512-BF16, about 1% relative error in eps), or
+    "fp16" (CUDA only). Blending and the sampler's update stay in float32 whatever the precision."""
 
     size: int | None = None
     overlap: float = 0.25
     batch: int | None = None
     sigma_scale: float = 0.125
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
@@ -40,6 +47,8 @@ class WindowConfig:
             raise ValueError("windows per batch must be at least 1")
         if self.size is not None and self.size < 1:
             raise ValueError("window size must be positive")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,9 @@ class SlidingWindowEstimator:
             tuple(slice(s, min(s + w, n)) for s, w, n in zip(corner, self.window, self.shape))
             for corner in itertools.product(*starts)
         ]
+        self.autocast = PRECISIONS[windows.precision]
+        if self.autocast is torch.float16 and self.device.type != "cuda":
+            raise ValueError("fp16 runs on CUDA only; use bf16 on a CPU")
         self.batch = windows.batch or auto_window_batch(cfg.channels[0], self.window, torch.finfo(dtype).bits // 8)
         self.weight = gaussian_window(self.window, windows.sigma_scale, self.device, dtype)
         if conditions.axes is None:
@@ -194,7 +206,9 @@ class SlidingWindowEstimator:
                     [self._pad(cond.control[(slice(None), *box)]) for box in group]
                 ).to(self.device, self.dtype)
             timesteps = torch.full((len(group),), int(t), device=self.device, dtype=torch.long)
-            eps = self.denoiser(xs.to(self.device, self.dtype), timesteps, region=cond.region, **kwargs)
+            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                eps = self.denoiser(xs.to(self.device, self.dtype), timesteps, region=cond.region, **kwargs)
+            eps = eps.to(self.dtype)
             for e, box in zip(eps, group):
                 valid = e[(slice(None), *(slice(0, b.stop - b.start) for b in box))]
                 self._sum[(0, slice(None), *box)] += valid * self._valid_weight(box)

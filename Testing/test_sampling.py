@@ -177,3 +177,16 @@ def test_auto_window_batch_fits_the_budget():
     assert auto_window_batch(TINY.channels[0], (32, 32, 32)) == AUTO_BATCH_MAX
     assert auto_window_batch(PAPER.channels[0], (128, 128, 128)) == 1  # 268 MB per window
     assert auto_window_batch(PAPER.channels[0], (64, 64, 64)) == AUTO_BATCH_MAX
+
+
+def test_bf16_precision_is_close_and_fp16_needs_cuda(tiny_net):
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 40, 36, 32)
+    exact = SlidingWindowEstimator(tiny_net, x.shape[2:], Conditions(region=1))(x, 300).clone()
+    bf16 = SlidingWindowEstimator(tiny_net, x.shape[2:], Conditions(region=1), WindowConfig(precision="bf16"))(x, 300)
+    assert bf16.dtype == torch.float32  # blending and updates stay in float32
+    assert (bf16 - exact).abs().max() < 0.05 * exact.abs().max()
+    with pytest.raises(ValueError, match="CUDA"):
+        SlidingWindowEstimator(tiny_net, x.shape[2:], Conditions(), WindowConfig(precision="fp16"), device="cpu")
+    with pytest.raises(ValueError, match="precision"):
+        WindowConfig(precision="int8")
