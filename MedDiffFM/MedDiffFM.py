@@ -326,7 +326,9 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
         editor.setSegmentationNode(segmentation)
         if p.inputVolume:
-            editor.setSourceVolumeNode(p.inputVolume)
+            # setSourceVolumeNode since Slicer 5.4; setMasterVolumeNode before.
+            setSource = getattr(editor, "setSourceVolumeNode", None) or editor.setMasterVolumeNode
+            setSource(p.inputVolume)
 
     # -- running
 

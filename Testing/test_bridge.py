@@ -230,6 +230,23 @@ def test_heat_map_gets_a_colour_table_and_a_window(scene):
     assert 0 < high < values.max()
 
 
+def test_results_follow_the_input_under_its_transform(scene):
+    """The engine sees the input in its own frame; its result goes under the input's transform, so
+    both show in the same place."""
+    volume = add_volume(scene, phantom_voxels())
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    result = slicer.vtkMRMLScalarVolumeNode()
+    result.SetAndObserveImageData(bridge._image_data(phantom_voxels(seed=1)))
+    bridge.copy_geometry(result, volume)
+    placed = bridge.add_to_scene(scene, result, "volume", "CT denoised", volume).node
+    assert placed.GetParentTransformNode() is transform
+    assert study_of(scene, placed) == study_of(scene, volume)
+    again = slicer.vtkMRMLScalarVolumeNode()
+    again.SetAndObserveImageData(bridge._image_data(phantom_voxels(seed=2)))
+    assert bridge.add_to_scene(scene, again, "volume", "CT denoised", volume).node.GetName() == "CT denoised_1"
+
+
 # --------------------------------------------------------------------------- through the real engine
 
 

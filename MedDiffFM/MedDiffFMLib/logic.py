@@ -103,7 +103,10 @@ class Job:
             self.files = files
             args = runner.engine_command(self.processor.python, self.task,
                                          engine_arguments(self.task, self.params, files))
-            self.process = runner.EngineProcess(args, env=self.processor.environment(), cwd=self.folder).start()
+            # `-m` puts the working folder first on sys.path: the engine's root makes the package
+            # importable even where a launcher (PythonSlicer) rewrites PYTHONPATH.
+            self.process = runner.EngineProcess(args, env=self.processor.environment(),
+                                                cwd=self.processor.engine_root).start()
         except BaseException:
             self.cleanup()
             raise
