@@ -154,6 +154,28 @@ def test_a_segment_becomes_a_binary_mask_on_the_input_grid(scene, tmp_path):
         bridge.segment_mask(segmentation, "missing", volume)
 
 
+def test_a_segment_drawn_on_a_finer_grid_is_resampled_onto_the_input_grid(scene):
+    """A segmentation whose own grid is 3x finer (as when it was drawn on another series): the mask
+    is taken at the input's voxel centres, each of which is the centre of one fine voxel."""
+    array = phantom_voxels()
+    volume = add_volume(scene, array)
+    fine_matrix = expected_ijk_to_ras()
+    fine_matrix[:3, :3] /= 3.0
+    fine_matrix[:3, 3] -= fine_matrix[:3, :3] @ np.ones(3)  # fine voxel (1, 1, 1) sits on input voxel (0, 0, 0)
+    fine = np.zeros(tuple(3 * n for n in array.shape), np.uint8)
+    fine[3 * 4:3 * 8, 3 * 6:3 * 13, 3 * 5:3 * 11] = 1
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "fine")
+    labelmap = slicer.vtkMRMLLabelMapVolumeNode()
+    labelmap.SetAndObserveImageData(bridge._image_data(fine))
+    bridge.set_ijk_to_ras(labelmap, fine_matrix)
+    image = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(labelmap)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(image, segmentation, "lesion")
+    expected = np.zeros(array.shape, np.uint8)
+    expected[4:8, 6:13, 5:11] = 1
+    segment_id = segmentation.GetSegmentation().GetNthSegmentID(0)
+    np.testing.assert_array_equal(bridge.segment_mask(segmentation, segment_id, volume), expected)
+
+
 def test_a_segment_under_a_transform_is_moved_onto_the_volume_grid(scene):
     """The mask is where the user sees the segment: a segmentation under a translation by one voxel
     along i lands one voxel further along i on the volume's grid."""
