@@ -60,7 +60,7 @@ class DemoConfig:
     inpaint_steps: int = 20
     lesion_steps: int = 20
     superres_steps: int = 25
-    superres_factor: int = 5
+    superres_factor: int | None = None  # None: the factor the super-resolution ControlNet was trained for
     synthesize_steps: int = 25
     train_steps: int = 150  # fallback model only
     threads: int | None = None  # torch CPU threads (None: torch's default)
@@ -72,7 +72,7 @@ def run(config: DemoConfig, output: str | os.PathLike, progress: Progress = SILE
                  "synthesize_steps", "train_steps"):
         if getattr(config, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-    if config.superres_factor < 2:
+    if config.superres_factor is not None and config.superres_factor < 2:
         raise InputError("--superres-factor must be at least 2")
     if config.threads:
         torch.set_num_threads(int(config.threads))
@@ -178,11 +178,12 @@ def run(config: DemoConfig, output: str | os.PathLike, progress: Progress = SILE
         "mean_hu_in_mask_before": float(clean[new_lesion].mean()),
     }
 
-    # Super-resolution: slabs superres_factor times thicker, then back.
-    thick = slab_average(phantom.image, config.superres_factor)
+    # Super-resolution: slabs `factor` times thicker, then back.
+    factor = config.superres_factor or trained_superres_factor(models["superres"])
+    thick = slab_average(phantom.image, factor)
     files["ct_thick"] = ctio.write_image(thick, out / "ct_thick.nii.gz")
     result = timed("superres", lambda: superres.run(
-        superres.SuperresConfig(steps=config.superres_steps, factor=float(config.superres_factor),
+        superres.SuperresConfig(steps=config.superres_steps, factor=float(factor),
                                 controlnet=str(models["superres"]), **common),
         files["ct_thick"], out / "superres.nii.gz", progress))
     files["superres"] = Path(result["image"])
@@ -190,9 +191,9 @@ def run(config: DemoConfig, output: str | os.PathLike, progress: Progress = SILE
     on_grid = ctio.resample_onto(sr, phantom.image, "linear")
     linear = ctio.resample_onto(thick, phantom.image, "linear")
     covered = body.copy()
-    covered[thick.GetSize()[2] * config.superres_factor:] = False  # slices beyond the last whole slab
+    covered[thick.GetSize()[2] * factor:] = False  # slices beyond the last whole slab
     figures["superres"] = {
-        "thick_slice_mm": thick.GetSpacing()[2], "output_slice_mm": sr.GetSpacing()[2],
+        "factor": factor, "thick_slice_mm": thick.GetSpacing()[2], "output_slice_mm": sr.GetSpacing()[2],
         "rmse_in_body_superres_hu": _rmse(ctio.to_array(on_grid), clean, covered),
         "rmse_in_body_linear_hu": _rmse(ctio.to_array(linear), clean, covered),
     }
@@ -232,6 +233,14 @@ def run(config: DemoConfig, output: str | os.PathLike, progress: Progress = SILE
     os.replace(tmp, summary_path)
     files["summary"] = summary_path
     return {k: str(v) for k, v in files.items()}
+
+
+def trained_superres_factor(card_path: str | os.PathLike, default: int = 5) -> int:
+    """The slab thickness (in working-grid slices) a super-resolution ControlNet was fine-tuned on, from
+    the training config in its card's provenance; `default` (the paper's 5) when the card does not say."""
+    config = read_card(card_path).provenance.get("config") or {}
+    factor = (config.get("data") or {}).get("lowres_factor")
+    return int(factor) if isinstance(factor, int) and factor >= 2 else default
 
 
 def slab_average(image: sitk.Image, factor: int) -> sitk.Image:
@@ -408,8 +417,9 @@ def add_command(subparsers) -> None:
                  "synthesize_steps"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(DemoConfig, name),
                        help=f"sampling steps of {name.split('_')[0]} (default {getattr(DemoConfig, name)})")
-    p.add_argument("--superres-factor", type=int, default=DemoConfig.superres_factor,
-                   help="slab thickness of the super-resolution input, in slices (default 5, the paper's)")
+    p.add_argument("--superres-factor", type=int, default=None,
+                   help="slab thickness of the super-resolution input, in slices (default: what the ControlNet "
+                        "was trained for; 5, the paper's, when its card does not say)")
     p.add_argument("--train-steps", type=int, default=DemoConfig.train_steps,
                    help="training steps of the fallback tiny model (only when the bundled models are missing)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
