@@ -66,6 +66,8 @@ def _add_shared(p) -> None:
 
 
 def add_command(subparsers) -> None:
+    from . import regions_cut
+
     p = subparsers.add_parser("train", help="pretrain the diffusion model (single process or under torchrun)")
     _add_shared(p)
     p.set_defaults(run=lambda args, progress: _run(args, progress, None))
@@ -75,3 +77,5 @@ def add_command(subparsers) -> None:
     p.add_argument("--base", required=True, help="the frozen base model: catalogue name or card path")
     _add_shared(p)
     p.set_defaults(run=lambda args, progress: _run(args, progress, args.task))
+
+    regions_cut.add_command(subparsers)

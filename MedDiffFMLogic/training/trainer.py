@@ -258,17 +258,21 @@ class Trainer:
     # ------------------------------------------------------------------------------------- validation
 
     @torch.no_grad()
-    def validation_loss(self) -> float | None:
+    def validation_loss(self, use_ema: bool = True) -> float | None:
+        """Mean loss over the fixed validation samples (no condition dropout), of the EMA weights by default."""
         if not self.data.val_records:
             return None
         if not hasattr(self, "_val_set"):
             self._val_set = self.data.validation_samples(self.config.val_samples)
-        self.ema_model.eval()
+        model = self.ema_model if use_ema else self.model
+        was_training = model.training
+        model.eval()
         bs = self.config.batch_size
         losses = []
         for i in range(0, len(self._val_set), bs):
             chunk = self._val_set[i : i + bs]
-            losses.append(self._loss(self.ema_model, chunk, 0.0).item() * len(chunk))
+            losses.append(self._loss(model, chunk, 0.0).item() * len(chunk))
+        model.train(was_training)
         return sum(losses) / len(self._val_set)
 
     @torch.no_grad()
