@@ -64,3 +64,9 @@ def test_body_label_and_cut_command(tmp_path):
     assert cut.GetSize() == (16, 16, 154 - 96) and chest.split == "val"
     # the cut keeps the physical position of every voxel
     assert np.allclose(cut.GetOrigin(), ct.TransformIndexToPhysicalPoint((0, 0, 96)))
+    # a region dataset's scan is kept whole; its labels gain the body class
+    assert main(["cut-regions", str(ct_path), str(lab_path), "-o", str(tmp_path / "whole"), "--region", "chest",
+                 "--manifest", str(tmp_path / "r.csv")]) == 0
+    (record,) = read_manifest(tmp_path / "r.csv")
+    assert record.image == str(ct_path) and record.region == "chest"
+    assert (sitk.GetArrayViewFromImage(ctio.read_label_map(record.labels)) == BODY_LABEL).any()

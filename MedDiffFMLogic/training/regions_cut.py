@@ -26,6 +26,7 @@ from scipy import ndimage
 from .. import ctio
 from ..anatomy import BODY_LABEL, label_index
 from ..errors import InputError
+from ..regions import REGIONS, check_region
 from .manifest import Record, read_manifest, write_manifest
 
 MARGIN_MM = 20.0
@@ -118,8 +119,10 @@ def with_body_label(ct: sitk.Image, labels: sitk.Image, threshold: float = BODY_
 
 
 def cut_scan(ct_path: str | os.PathLike, labels_path: str | os.PathLike, output: str | os.PathLike,
-             add_body: bool = True) -> list[Record]:
-    """Cut one whole-body scan into region sub-volumes (CT and labels written under `output`)."""
+             add_body: bool = True, region: str | None = None) -> list[Record]:
+    """Cut one whole-body scan into region sub-volumes (CT and labels written under `output`); with
+    `region`, the scan already shows one region (a head-and-neck, chest or abdomen dataset) and is kept
+    whole, only its label map gains the body class."""
     ct = ctio.read_ct(ct_path)
     labels = ctio.read_label_map(labels_path)
     if not ctio.same_grid(ct, labels, tol=1e-3):
@@ -131,6 +134,10 @@ def cut_scan(ct_path: str | os.PathLike, labels_path: str | os.PathLike, output:
     output.mkdir(parents=True, exist_ok=True)
     stem = Path(ct_path).name.split(".")[0]
     records = []
+    if region is not None:
+        check_region(region)
+        lab_out = ctio.write_image(labels, output / f"{stem}-{region}-labels.nii.gz")
+        return [Record(image=str(Path(ct_path).resolve()), region=region, labels=str(lab_out))]
     for region, (start, stop) in region_slices(labels).items():
         ct_out = ctio.write_image(_crop(ct, axis, start, stop), output / f"{stem}-{region}.nii.gz")
         lab_out = ctio.write_image(_crop(labels, axis, start, stop), output / f"{stem}-{region}-labels.nii.gz")
@@ -149,12 +156,14 @@ def add_command(subparsers) -> None:
     p.add_argument("--manifest", help="CSV manifest to append the sub-volumes to (created if missing)")
     p.add_argument("--split", default="train", choices=("train", "val", "test"), help="split of the new rows")
     p.add_argument("--no-body", action="store_true", help="do not add the thresholded body class (118)")
+    p.add_argument("--region", choices=REGIONS,
+                   help="the scan shows this one region already: keep it whole, only add the body class")
     add_common(p)
 
     def run(args, progress):
         from dataclasses import replace
 
-        records = [replace(r, split=args.split) for r in cut_scan(args.ct, args.labels, args.output, not args.no_body)]
+        records = [replace(r, split=args.split) for r in cut_scan(args.ct, args.labels, args.output, not args.no_body, args.region)]
         if not records:
             raise InputError(f"no region found in {args.ct}: its label map has none of the landmark organs")
         outputs = {r.region: r.image for r in records}
