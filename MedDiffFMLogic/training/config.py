@@ -102,6 +102,7 @@ class TrainConfig:
     val_samples: int = 4  # per validation volume
     sample_every: int = 5000  # a sample image (PNG) from the EMA weights; 0 turns it off
     sample_steps: int = 50
+    num_workers: int = 0  # DataLoader processes that build samples ahead of the step (0: inline)
     seed: int = 0
     threads: int | None = None  # torch CPU threads; fix it for bit-reproducible CPU training
     deterministic: bool = True
@@ -114,6 +115,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "accumulation", "checkpoint_every", "validate_every", "sample_steps"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1")
+        if self.num_workers < 0:
+            raise InputError("num_workers must be 0 or more")
         if self.mixed_precision not in MIXED_PRECISION:
             raise InputError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -300,6 +300,14 @@ class TrainingData:
         if preprocess_volumes:
             self.preprocess_all()
 
+    def __getstate__(self):
+        # DataLoader workers started with "spawn" receive a pickled copy: send the paths, not the
+        # memory-mapped arrays (pickling those would copy every volume); workers map the cache again.
+        state = dict(self.__dict__)
+        state["_train"] = [None] * len(self._train)
+        state["_val"] = [None] * len(self._val)
+        return state
+
     def preprocess_all(self, progress=None) -> None:
         jobs = [(self._train, i, r) for i, r in enumerate(self.train_records)]
         jobs += [(self._val, i, r) for i, r in enumerate(self.val_records)]

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.utils.data
 from torch.nn.parallel import DistributedDataParallel
 
 from ..controlnet import ControlledDenoiser, ControlNetConfig, MedDiffFMControlNet
@@ -188,6 +189,16 @@ class Trainer:
         if not self.dist.main:
             self.data = TrainingData(records, cfg.data, cfg.window, cfg.task, cache, cfg.seed)
 
+    def _loader(self):
+        """Micro-batches of samples, built by `num_workers` DataLoader processes ahead of the training
+        step (0: in this process). The order is the deterministic sample stream either way."""
+        if self.config.num_workers == 0:
+            return ([self.data.sample(g) for g in ids] for ids in self.micro_batches(self.step))
+        from torch.utils.data import DataLoader
+
+        return iter(DataLoader(_SampleStream(self.data), batch_sampler=self.micro_batches(self.step),
+                               num_workers=self.config.num_workers, collate_fn=list, prefetch_factor=4))
+
     def _barrier(self) -> None:
         if self.dist.world > 1 and dist.is_initialized():
             dist.barrier()
@@ -213,9 +224,16 @@ class Trainer:
         with autocast:
             return epsilon_loss(model, self.scheduler, batch, noise.to(self.device), timesteps.to(self.device))
 
-    def accumulate(self, step: int) -> float:
+    def micro_batches(self, start_step: int):
+        """The sample-index lists of every micro-batch from `start_step` on, in training order."""
+        for step in range(start_step, self.config.steps):
+            for micro in range(self.config.accumulation):
+                yield self.sample_ids(step, micro)
+
+    def accumulate(self, step: int, loaded=None) -> float:
         """Forward and backward over the step's micro-batches; gradients end up averaged over the
-        micro-batches and, when distributed, over the processes. Returns this process's mean loss."""
+        micro-batches and, when distributed, over the processes. Returns this process's mean loss.
+        `loaded` iterates over prepared micro-batches (from the DataLoader); without it they are built here."""
         cfg = self.config
         model = self.ddp if self.ddp is not None else self.model
         total = 0.0
@@ -223,16 +241,19 @@ class Trainer:
             last = micro == cfg.accumulation - 1
             sync = self.ddp.no_sync() if (self.ddp is not None and not last) else contextlib.nullcontext()
             with sync:
-                samples = [self.data.sample(g) for g in self.sample_ids(step, micro)]
+                if loaded is not None:
+                    samples = next(loaded)
+                else:
+                    samples = [self.data.sample(g) for g in self.sample_ids(step, micro)]
                 loss = self._loss(model, samples, cfg.condition_dropout)
                 self.scaler.scale(loss / cfg.accumulation).backward()
             total += loss.item()
         return total / cfg.accumulation
 
-    def train_step(self) -> tuple[float, float]:
+    def train_step(self, loaded=None) -> tuple[float, float]:
         cfg = self.config
         self.trainable.train()
-        loss = self.accumulate(self.step)
+        loss = self.accumulate(self.step, loaded)
         self.scaler.unscale_(self.optimizer)
         params = [p for p in self.trainable.parameters() if p.requires_grad]
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
@@ -259,21 +280,25 @@ class Trainer:
 
     @torch.no_grad()
     def validation_loss(self, use_ema: bool = True) -> float | None:
-        """Mean loss over the fixed validation samples (no condition dropout), of the EMA weights by default."""
+        """Mean loss over the fixed validation samples (no condition dropout), of the EMA weights by
+        default. The samples are rebuilt each time (deterministically): at 128^3 a stored set would not fit."""
         if not self.data.val_records:
             return None
-        if not hasattr(self, "_val_set"):
-            self._val_set = self.data.validation_samples(self.config.val_samples)
         model = self.ema_model if use_ema else self.model
         was_training = model.training
         model.eval()
-        bs = self.config.batch_size
-        losses = []
-        for i in range(0, len(self._val_set), bs):
-            chunk = self._val_set[i : i + bs]
-            losses.append(self._loss(model, chunk, 0.0).item() * len(chunk))
+        total, count, chunk = 0.0, 0, []
+        for item in self.data.validation_samples(self.config.val_samples):
+            chunk.append(item)
+            if len(chunk) == self.config.batch_size:
+                total += self._loss(model, chunk, 0.0).item() * len(chunk)
+                count += len(chunk)
+                chunk = []
+        if chunk:
+            total += self._loss(model, chunk, 0.0).item() * len(chunk)
+            count += len(chunk)
         model.train(was_training)
-        return sum(losses) / len(self._val_set)
+        return total / count
 
     @torch.no_grad()
     def sample_image(self, path: Path) -> Path:
@@ -364,9 +389,10 @@ class Trainer:
         self.progress.start("training", cfg.steps, f"resumed at step {self.step}" if resumed else "")
         self.progress.step(min(self.step, cfg.steps))
         recent: list[float] = []
+        loaded = self._loader()
         while self.step < cfg.steps:
             started = time.perf_counter()
-            loss, norm = self.train_step()
+            loss, norm = self.train_step(loaded)
             self.elapsed += time.perf_counter() - started
             recent = (recent + [loss])[-50:]
             step = self.step
@@ -440,6 +466,19 @@ class Trainer:
                     f"{'x'.join(map(str, p.size))} voxels at {'x'.join(f'{s:g}' for s in p.spacing)} mm, "
                     f"lesions per phantom {p.lesions[0]}-{p.lesions[1]}; resampled to {spacing} mm")
         return f"{n_train} training and {n_val} validation CT volumes from {cfg.data.manifest}, resampled to {spacing} mm"
+
+
+class _SampleStream(torch.utils.data.Dataset):
+    """Training sample g, for DataLoader workers."""
+
+    def __init__(self, data: TrainingData):
+        self.data = data
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, g: int):
+        return self.data.sample(int(g))
 
 
 def _monai_version() -> str:
