@@ -258,8 +258,11 @@ def reconstruct(
 # ------------------------------------------------------------------------------------------- noise level
 
 
+NOISE_TILE_MM = 16.0  # edge of the tiles the noise estimate works on, in mm (when the spacing is known)
+
+
 def estimate_noise_hu(hu: np.ndarray, spacing_xy: tuple[float, float] | None = None,
-                      tissue: tuple[float, float] = (-300.0, 300.0), block: int = 8) -> float:
+                      tissue: tuple[float, float] = (-300.0, 300.0), block: int | None = None) -> float:
     """The standard deviation of a CT's noise in HU, estimated from the image alone.
 
     CT noise is made per slice (filtered back-projection), so the estimate works in-plane: the image is
@@ -268,7 +271,14 @@ def estimate_noise_hu(hu: np.ndarray, spacing_xy: tuple[float, float] | None = N
     standard deviation of the flattest fifth of them is the noise. Flat tiles measure noise plus a
     little texture; tiles across an edge are excluded by the range test or land in the upper fifths.
     Returns 0.0 when no tile qualifies (e.g. an air-only volume).
+
+    Tile size: `block` pixels when given, else about NOISE_TILE_MM (16 mm, 4 to 16 pixels) when the
+    in-plane spacing is known, else 8 pixels. A fixed physical size keeps the amount of anatomy inside a
+    tile alike across resolutions: on quarter-dose phantoms (projection-domain noise) 8-pixel tiles read
+    +60% at 4 mm pixels and +12% at 2 mm; 16 mm tiles read +6% and +12%.
     """
+    if block is None:
+        block = 8 if spacing_xy is None else int(np.clip(round(NOISE_TILE_MM / min(spacing_xy)), 4, 16))
     hu = np.asarray(hu, dtype=np.float32)
     z, h, w = hu.shape
     nb_y, nb_x = h // block, w // block

@@ -116,3 +116,16 @@ def test_noise_estimate_measures_white_noise_on_flat_tissue():
         # The flattest fifth of 8x8 tiles reads about 12% low on pure white noise (order statistics).
         assert 0.8 * sigma < estimate < 1.0 * sigma
     assert estimate_noise_hu(np.full((4, 32, 32), -1000.0)) == 0.0  # air only: nothing to measure
+
+
+def test_noise_estimate_on_a_low_dose_phantom_at_coarse_pixels():
+    from MedDiffFMLogic import ctio
+    from MedDiffFMLogic.phantoms import PhantomConfig, make_phantom, simulate_low_dose
+
+    p = make_phantom(PhantomConfig(region="abdomen", size=(72, 72, 8), spacing=(4.0, 4.0, 5.0), seed=10001))
+    clean = ctio.to_array(p.image)
+    noisy = ctio.to_array(simulate_low_dose(p.image, 0.1, seed=1))
+    body = ctio.to_array(p.labels) > 0
+    true = float(np.std((noisy - clean)[body]))
+    # 16 mm tiles (4 pixels): within 25% of the true noise; fixed 8-pixel tiles take in anatomy at 4 mm.
+    assert abs(estimate_noise_hu(noisy, (4.0, 4.0)) / true - 1.0) < 0.25

@@ -5,7 +5,8 @@
 Prints one JSON document (also written to <out>/quality.json) and writes PNGs of example slices per
 task into <out>/. Phantoms use seeds >= 10000 (training.config.HELD_OUT_SEED_START), never trained
 on: seed 10000 tunes the baselines, later seeds are evaluated. Scans have 5 mm slices, quarter-dose
-noise (projection-domain Poisson, phantoms.simulate_low_dose) and inserted lesions where a task needs
+noise (projection-domain Poisson, phantoms.simulate_low_dose; denoising also at 5% dose, whose noise
+in [-1, 1] units is near the paper's sigma_n of 0.15) and inserted lesions where a task needs
 them. Everything runs on the models' working grid in plane; only the slice axis is coarser.
 
 - denoise: PSNR and SSIM inside the body (HU clipped to the region's window, data range = the
@@ -21,8 +22,9 @@ them. Everything runs on the models' working grid in plane; only the slice axis 
 - lesion (lesion ControlNet + RePaint): spherical masks of 5-30 mm diameter at the deepest point of the
   host organ of lesion-free phantoms; contrast (mean inside minus mean of a ring around) and Dice of the
   thresholded lesion (voxels beyond half the contrast) against the mask.
-- superres: 1 mm truth, 5 mm slabs (slab average), back to 1 mm; PSNR and SSIM against trilinear and
-  B-spline interpolation (SimpleITK) inside the body.
+- superres: 1 mm truth, 5 mm slabs (slab average), back to 1 mm; and the setting the ControlNet was
+  fine-tuned on (slabs of its `lowres_factor` working slices, back to the working spacing); PSNR and
+  SSIM against trilinear and B-spline interpolation (SimpleITK) inside the body.
 - synthesize: per-organ mean HU of volumes synthesized from the phantoms' label maps against the
   phantoms' own (clipped to the region's window, all the model sees), and seam visibility: the mean absolute intensity step across sliding-window borders
   over that across all other planes, inside the body (1 = no seam).
@@ -59,7 +61,7 @@ from MedDiffFMLogic.regions import HU_WINDOWS  # noqa: E402
 from MedDiffFMLogic.sampling import WindowConfig, window_starts  # noqa: E402
 from MedDiffFMLogic.tasks import anomaly, denoise, inpaint, lesion, superres, synthesize  # noqa: E402
 from MedDiffFMLogic.tasks.common import DEFAULT_LESION, DEFAULT_MODEL, DEFAULT_SUPERRES, load_model  # noqa: E402
-from MedDiffFMLogic.tasks.demo import slab_average  # noqa: E402
+from MedDiffFMLogic.tasks.demo import slab_average, trained_superres_factor  # noqa: E402
 from MedDiffFMLogic.training.config import HELD_OUT_SEED_START  # noqa: E402
 
 TUNE_SEED = HELD_OUT_SEED_START
@@ -75,6 +77,7 @@ class Plan:
     figures."""
 
     regions: tuple[str, ...]
+    doses: tuple[float, ...]  # low-dose fractions of the denoising scans
     eval_phantoms: int  # per region (denoise, inpaint, superres, synthesize)
     anomaly_phantoms: int  # with lesions, and as many without, per region
     max_size: tuple[int, int, int]  # voxels (x, y, z) at most
@@ -92,13 +95,13 @@ class Plan:
 
 
 FULL = Plan(
-    regions=("chest", "abdomen"), eval_phantoms=2, anomaly_phantoms=3, max_size=(96, 96, 32), denoise_steps=10,
+    regions=("chest", "abdomen"), doses=(0.25, 0.05), eval_phantoms=2, anomaly_phantoms=3, max_size=(96, 96, 32), denoise_steps=10,
     anomaly_steps=25, inpaint_steps=25, lesion_steps=25, lesion_diameters_mm=(5.0, 10.0, 20.0, 30.0),
     superres_steps=50, superres_slabs=8, synthesize_steps=50, bm4d_factors=(0.5, 0.75, 1.0, 1.5),
     nlm_factors=(0.6, 0.8, 1.0, 1.3), curvature_iterations=(2, 5, 10, 20),
 )
 QUICK = Plan(
-    regions=("abdomen",), eval_phantoms=1, anomaly_phantoms=1, max_size=(48, 48, 16), denoise_steps=3,
+    regions=("abdomen",), doses=(0.25,), eval_phantoms=1, anomaly_phantoms=1, max_size=(48, 48, 16), denoise_steps=3,
     anomaly_steps=3, inpaint_steps=3, lesion_steps=3, lesion_diameters_mm=(10.0, 30.0), superres_steps=3,
     superres_slabs=4, synthesize_steps=3, bm4d_factors=(1.0,), nlm_factors=(1.0,), curvature_iterations=(5,),
 )
@@ -194,7 +197,7 @@ def baselines(noisy: sitk.Image, plan: Plan, params: dict | None = None):
     """Every baseline at each of its candidate settings (params None) or at the given ones:
     yields (method, setting, output)."""
     y = arr(noisy).astype(np.float32)
-    sigma = estimate_noise_hu(y)
+    sigma = estimate_noise_hu(y, noisy.GetSpacing()[:2])
     for f in (plan.bm4d_factors if params is None else [params["bm4d"]]):
         yield "bm4d", f, bm4d_denoise(y, f * sigma)
     for f in (plan.nlm_factors if params is None else [params["nlm"]]):
@@ -211,52 +214,58 @@ def bench_denoise(plan: Plan, model, figures: Path, log) -> dict:
     for region in plan.regions:
         size, spacing = grid(model.card.working_spacing, plan)
         tune = phantom(region, TUNE_SEED, size, spacing)
-        tune_noisy = simulate_low_dose(tune.image, DOSE, seed=TUNE_SEED)
-        body = arr(tune.labels) > 0
-        best: dict[str, tuple[float, float]] = {}
-        for method, setting, result in baselines(tune_noisy, plan):
-            score = ssim(result, arr(tune.image), body, region)
-            if method not in best or score > best[method][1]:
-                best[method] = (setting, score)
-        params = {k: v[0] for k, v in best.items()}
-        log(f"denoise {region}: tuned {params}")
-        rows: dict[str, list] = {k: [] for k in ("noisy", "meddifffm", "bm4d", "nlm", "curvature_flow")}
-        seconds: dict[str, list] = {k: [] for k in rows}
-        example = None
-        for i in range(plan.eval_phantoms):
-            seed = FIRST_EVAL_SEED + i
-            p = phantom(region, seed, size, spacing)
-            noisy = simulate_low_dose(p.image, DOSE, seed=seed)
-            clean, body = arr(p.image), arr(p.labels) > 0
-            results = {"noisy": arr(noisy)}
-            clock = time.perf_counter()
-            ours, info = denoise.denoise_image(noisy, denoise.DenoiseConfig(region=region, steps=plan.denoise_steps), model)
-            seconds["meddifffm"].append(time.perf_counter() - clock)
-            results["meddifffm"] = arr(ours)
-            for method, _, result in baselines(noisy, plan, params):
-                results[method] = result
-            for method, result in results.items():
-                rows[method].append((psnr(result, clean, body, region), ssim(result, clean, body, region)))
-            if example is None:
-                example = (clean, results, info)
-        noisy_psnr, noisy_ssim = np.mean(rows["noisy"], axis=0)
-        out[region] = {
-            "phantoms": plan.eval_phantoms, "grid_mm": list(spacing), "size": list(size),
-            "noise_hu_estimated": round(example[2].noise_level_hu, 1), "t_start": example[2].t_start,
-            "tuned_baseline_settings": {"bm4d_sigma_factor": params["bm4d"], "nlm_h_factor": params["nlm"],
-                                        "curvature_flow_iterations": params["curvature_flow"]},
-            "methods": {
-                m: {"psnr": round(float(np.mean([r[0] for r in v])), 2), "ssim": round(float(np.mean([r[1] for r in v])), 4),
-                    "psnr_gain": round(float(np.mean([r[0] for r in v]) - noisy_psnr), 2),
-                    "ssim_gain": round(float(np.mean([r[1] for r in v]) - noisy_ssim), 4)}
-                for m, v in rows.items()
-            },
-            "meddifffm_seconds_per_volume": round(mean(seconds["meddifffm"]), 1),
-        }
-        clean, results, _ = example
-        k = clean.shape[0] // 2
-        panels = [("full dose", clean)] + [(m, r) for m, r in results.items()]
-        save_panels(figures / f"denoise_{region}.png", [(t, a[k]) for t, a in panels], HU_WINDOWS[region])
+        evals = [phantom(region, FIRST_EVAL_SEED + i, size, spacing) for i in range(plan.eval_phantoms)]
+        out[region] = {}
+        for dose in plan.doses:
+            tune_noisy = simulate_low_dose(tune.image, dose, seed=TUNE_SEED)
+            body = arr(tune.labels) > 0
+            best: dict[str, tuple[float, float]] = {}
+            for method, setting, result in baselines(tune_noisy, plan):
+                score = ssim(result, arr(tune.image), body, region)
+                if method not in best or score > best[method][1]:
+                    best[method] = (setting, score)
+            params = {k: v[0] for k, v in best.items()}
+            log(f"denoise {region} dose {dose}: tuned {params}")
+            rows: dict[str, list] = {k: [] for k in ("noisy", "meddifffm", "bm4d", "nlm", "curvature_flow")}
+            seconds, noise, example = [], [], None
+            for i, p in enumerate(evals):
+                seed = FIRST_EVAL_SEED + i
+                noisy = simulate_low_dose(p.image, dose, seed=seed)
+                clean, body = arr(p.image), arr(p.labels) > 0
+                noise.append(float(np.std((arr(noisy) - clean)[body])))
+                results = {"noisy": arr(noisy)}
+                clock = time.perf_counter()
+                ours, info = denoise.denoise_image(noisy, denoise.DenoiseConfig(region=region, steps=plan.denoise_steps),
+                                                   model)
+                seconds.append(time.perf_counter() - clock)
+                results["meddifffm"] = arr(ours)
+                for method, _, result in baselines(noisy, plan, params):
+                    results[method] = result
+                for method, result in results.items():
+                    rows[method].append((psnr(result, clean, body, region), ssim(result, clean, body, region)))
+                if example is None:
+                    example = (clean, results, info)
+            noisy_psnr, noisy_ssim = np.mean(rows["noisy"], axis=0)
+            out[region][f"dose_{dose:g}"] = {
+                "phantoms": plan.eval_phantoms, "grid_mm": list(spacing), "size": list(size),
+                "noise_hu_in_body": round(mean(noise), 1), "noise_hu_estimated": round(example[2].noise_level_hu, 1),
+                "t_start": example[2].t_start,
+                "tuned_baseline_settings": {"bm4d_sigma_factor": params["bm4d"], "nlm_h_factor": params["nlm"],
+                                            "curvature_flow_iterations": params["curvature_flow"]},
+                "methods": {
+                    m: {"psnr": round(float(np.mean([r[0] for r in v])), 2),
+                        "ssim": round(float(np.mean([r[1] for r in v])), 4),
+                        "psnr_gain": round(float(np.mean([r[0] for r in v]) - noisy_psnr), 2),
+                        "ssim_gain": round(float(np.mean([r[1] for r in v]) - noisy_ssim), 4)}
+                    for m, v in rows.items()
+                },
+                "meddifffm_seconds_per_volume": round(mean(seconds), 1),
+            }
+            log(f"denoise {region} dose {dose}: {out[region][f'dose_{dose:g}']['methods']}")
+            clean, results, _ = example
+            k = clean.shape[0] // 2
+            panels = [("full dose", clean)] + [(m, r) for m, r in results.items()]
+            save_panels(figures / f"denoise_{region}_dose{dose:g}.png", [(t, a[k]) for t, a in panels], HU_WINDOWS[region])
     return out
 
 
@@ -382,41 +391,48 @@ def bench_lesion(plan: Plan, model, figures: Path, log) -> dict:
 
 
 def bench_superres(plan: Plan, model, figures: Path, log) -> dict:
+    """Two settings: the issue's 5 mm -> 1 mm, and the one the ControlNet was fine-tuned on (slabs of
+    `lowres_factor` working slices -> the working spacing)."""
+    ws = model.card.working_spacing
+    trained = trained_superres_factor(model.superres_name)
+    settings = {"5mm_to_1mm": (SLICE_MM, 1.0), f"{trained * ws[2]:g}mm_to_{ws[2]:g}mm": (trained * ws[2], ws[2])}
     out = {}
-    factor = int(SLICE_MM)
-    for region in plan.regions:
-        size, spacing = grid(model.card.working_spacing, plan, z_mm=1.0, max_z=plan.superres_slabs * factor)
-        rows: dict[str, list] = {"trilinear": [], "bspline": [], "meddifffm": []}
-        example = None
-        for i in range(plan.eval_phantoms):
-            seed = FIRST_EVAL_SEED + 400 + i
-            p = phantom(region, seed, size, spacing)
-            thick = slab_average(p.image, factor)
-            truth, body = arr(p.image), arr(p.labels) > 0
-            target = superres.output_grid(thick, factor=factor)
-            assert ctio.same_grid(target, p.image, tol=1e-6)
-            config = superres.SuperresConfig(region=region, steps=plan.superres_steps, controlnet=model.superres_name,
-                                             seed=seed)
-            results = {
-                "trilinear": arr(ctio.resample_onto(thick, target, "linear")),
-                "bspline": arr(ctio.resample_onto(thick, target, "bspline")),
-                "meddifffm": arr(superres.super_resolve(thick, config, model.superres)),
+    for name, (thick_mm, thin_mm) in settings.items():
+        factor = int(round(thick_mm / thin_mm))
+        for region in plan.regions:
+            size, spacing = grid(ws, plan, z_mm=thin_mm, max_z=plan.superres_slabs * factor)
+            rows: dict[str, list] = {"trilinear": [], "bspline": [], "meddifffm": []}
+            example = None
+            for i in range(plan.eval_phantoms):
+                seed = FIRST_EVAL_SEED + 400 + i
+                p = phantom(region, seed, size, spacing)
+                thick = slab_average(p.image, factor)
+                truth, body = arr(p.image), arr(p.labels) > 0
+                target = superres.output_grid(thick, factor=factor)
+                assert ctio.same_grid(target, p.image, tol=1e-6)
+                config = superres.SuperresConfig(region=region, steps=plan.superres_steps,
+                                                 controlnet=model.superres_name, factor=factor, seed=seed)
+                results = {
+                    "trilinear": arr(ctio.resample_onto(thick, target, "linear")),
+                    "bspline": arr(ctio.resample_onto(thick, target, "bspline")),
+                    "meddifffm": arr(superres.super_resolve(thick, config, model.superres)),
+                }
+                for m, r in results.items():
+                    rows[m].append((psnr(r, truth, body, region), ssim(r, truth, body, region)))
+                if example is None:
+                    example = (truth, results, arr(ctio.resample_onto(thick, target, "nearest")))
+            out.setdefault(name, {})[region] = {
+                "phantoms": plan.eval_phantoms, "thick_mm": thick_mm, "thin_mm": thin_mm, "in_plane_mm": list(spacing[:2]),
+                "methods": {m: {"psnr": round(float(np.mean([r[0] for r in v])), 2),
+                                "ssim": round(float(np.mean([r[1] for r in v])), 4)} for m, v in rows.items()},
             }
-            for m, r in results.items():
-                rows[m].append((psnr(r, truth, body, region), ssim(r, truth, body, region)))
-            if example is None:
-                example = (truth, results, arr(ctio.resample_onto(thick, target, "nearest")))
-        out[region] = {
-            "phantoms": plan.eval_phantoms, "thick_mm": SLICE_MM, "thin_mm": 1.0, "in_plane_mm": list(spacing[:2]),
-            "methods": {m: {"psnr": round(float(np.mean([r[0] for r in v])), 2),
-                            "ssim": round(float(np.mean([r[1] for r in v])), 4)} for m, v in rows.items()},
-        }
-        log(f"superres {region}: {out[region]}")
-        truth, results, nearest = example
-        j = truth.shape[1] // 2  # a coronal slice: the slice axis is vertical
-        panels = [("5 mm slabs", nearest[:, j]), *[(m, r[:, j]) for m, r in results.items()], ("1 mm truth", truth[:, j])]
-        save_panels(figures / f"superres_{region}.png", [(t, a[::-1]) for t, a in panels], HU_WINDOWS[region],
-                    aspect=1.0 / spacing[0])
+            log(f"superres {name} {region}: {out[name][region]}")
+            truth, results, nearest = example
+            j = truth.shape[1] // 2  # a coronal slice: the slice axis is vertical
+            panels = [(f"{thick_mm:g} mm slabs", nearest[:, j]), *[(m, r[:, j]) for m, r in results.items()],
+                      (f"{thin_mm:g} mm truth", truth[:, j])]
+            save_panels(figures / f"superres_{name}_{region}.png", [(t, a[::-1]) for t, a in panels],
+                        HU_WINDOWS[region], aspect=thin_mm / spacing[0])
     return out
 
 

@@ -76,14 +76,17 @@ def denoise_image(image: sitk.Image, config: DenoiseConfig, model: LoadedModel,
         raise InputError(f"--noise-level must be a positive number of HU, got {config.noise_level}")
     work = working_grid(image, model.card.working_spacing)
     native = work is image
-    input_noise = config.noise_level if config.noise_level is not None else estimate_noise_hu(ctio.to_array(image))
+    def noise_of(im: sitk.Image) -> float:
+        return estimate_noise_hu(ctio.to_array(im), im.GetSpacing()[:2])
+
+    input_noise = config.noise_level if config.noise_level is not None else noise_of(image)
     if native:
         work_noise = input_noise
     else:
         # The same estimator on both grids gives the factor by which resampling changed the noise;
         # where it finds no flat tissue, white noise averaged over larger voxels falls with the square
         # root of the voxel volume (and interpolation onto smaller voxels leaves it about as it was).
-        before, after = estimate_noise_hu(ctio.to_array(image)), estimate_noise_hu(ctio.to_array(work))
+        before, after = noise_of(image), noise_of(work)
         if before > 0 and after > 0:
             work_noise = input_noise * (after / before)
         else:
