@@ -117,7 +117,15 @@ def _phantom(args) -> dict[str, str]:
     return outputs
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # One line a user can read (e.g. "going on with fewer windows"), not a source location.
+    print(f"meddifffm: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     mode = args.progress or ("bar" if sys.stderr.isatty() else "none")

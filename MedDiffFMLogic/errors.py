@@ -5,9 +5,13 @@ class MedDiffFMError(Exception):
     """A problem with the user's input, settings or files; the CLI prints its message, not a traceback."""
 
 
-class InputError(MedDiffFMError):
-    """An input image, mask or path is unusable."""
+class InputError(MedDiffFMError, ValueError):
+    """An input image, mask, path or setting is unusable (a ValueError too, for library callers)."""
 
 
 class ModelFileError(MedDiffFMError):
     """A model file is missing, corrupt, tampered with, unsafe or made for another architecture."""
+
+
+class ResourceError(MedDiffFMError):
+    """The run does not fit the machine's memory at the chosen settings; the message names the knob."""

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from .errors import InputError, ResourceError
 from .network import coordinate_grid, whole_volume_axes
 from .progress import SILENT, Progress
 
@@ -76,18 +78,58 @@ class Denoiser(Protocol):
     def __call__(self, x, timesteps, region=None, anatomy=None, coords=None, **kwargs) -> torch.Tensor: ...
 
 
-# Budget for the widest activation of one network call (first level, all windows of the batch).
-AUTO_BATCH_BYTES = 256 * 2**20
+# Peak memory of one window's network call, as a multiple of its first-level activation
+# (channels[0] x window^3 floats): measured 17x for the small and paper presets and 24x for the tiny
+# one at 32^3-64^3 in inference mode on a CPU (input channels, im2col and skip buffers included).
+ACTIVATION_FACTOR = 24
+# Windows per call when not given: as many as keep the estimated network peak under this, up to 4.
+AUTO_BATCH_BYTES = 2**30
 AUTO_BATCH_MAX = 4
+# Volume-sized float32 arrays the sampler holds at its peak (x_t, blended eps, reciprocal weights,
+# x0_hat, x_s, fresh noise), and a margin for the task's own copies (input, measurement, result).
+SAMPLER_VOLUMES = 6
+TASK_VOLUMES = 4
+
+
+def window_peak_bytes(first_channels: int, window: Sequence[int], itemsize: int = 4) -> int:
+    """Estimated peak memory of one window in one network call."""
+    return ACTIVATION_FACTOR * first_channels * math.prod(window) * itemsize
 
 
 def auto_window_batch(first_channels: int, window: Sequence[int], itemsize: int = 4) -> int:
-    """Windows per network call when not given: as many as fit AUTO_BATCH_BYTES at the first level,
-    up to AUTO_BATCH_MAX. Batching matters on a CPU beyond amortising calls: for a batch of one, narrow
-    levels fall to PyTorch's slow conv3d path instead of oneDNN (measured 4x per window for the tiny
-    preset at 32^3). The paper's model at 128^3 (32 channels: 268 MB per window) gets one."""
-    per_window = first_channels * math.prod(window) * itemsize
+    """Windows per network call when not given: as many as keep the estimated peak under
+    AUTO_BATCH_BYTES, up to AUTO_BATCH_MAX. Batching matters on a CPU beyond amortising calls: for a
+    batch of one, narrow levels fall to PyTorch's slow conv3d path instead of oneDNN (measured 4x per
+    window for the tiny preset at 32^3). The paper's model at 128^3 gets one."""
+    per_window = window_peak_bytes(first_channels, window, itemsize)
     return int(max(1, min(AUTO_BATCH_MAX, AUTO_BATCH_BYTES // max(per_window, 1))))
+
+
+def estimate_peak_bytes(shape: Sequence[int], first_channels: int, window: Sequence[int], batch: int,
+                        itemsize: int = 4) -> int:
+    """Estimated peak memory of a sampling run over a volume of `shape` (the task's arrays included)."""
+    volume = math.prod(shape) * 4
+    return (SAMPLER_VOLUMES + TASK_VOLUMES) * volume + batch * window_peak_bytes(first_channels, window, itemsize)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for this run on `device` (None: cannot tell, e.g. MPS or a non-Linux host)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
 
 
 def window_starts(length: int, window: int, overlap: float) -> list[int]:
@@ -134,7 +176,7 @@ class SlidingWindowEstimator:
         divisor = cfg.size_divisor
         edge = windows.size or cfg.window_size
         if edge % divisor:
-            raise ValueError(f"window size {edge} must be a multiple of {divisor} for this model")
+            raise InputError(f"window size {edge} must be a multiple of {divisor} for this model; pass --window {max(divisor, edge // divisor * divisor)}")
         # Along an axis shorter than the window, the window shrinks to the axis rounded up to the
         # network's divisor; the few missing voxels are padded per window.
         self.window = tuple(min(edge, math.ceil(n / divisor) * divisor) for n in self.shape)
@@ -145,8 +187,9 @@ class SlidingWindowEstimator:
         ]
         self.autocast = PRECISIONS[windows.precision]
         if self.autocast is torch.float16 and self.device.type != "cuda":
-            raise ValueError("fp16 runs on CUDA only; use bf16 on a CPU")
+            raise InputError("fp16 runs on CUDA only; use --precision bf16 on a CPU")
         self.batch = windows.batch or auto_window_batch(cfg.channels[0], self.window, torch.finfo(dtype).bits // 8)
+        self._check_memory(cfg.channels[0], torch.finfo(dtype).bits // 8)
         self.weight = gaussian_window(self.window, windows.sigma_scale, self.device, dtype)
         if conditions.axes is None:
             self.axes = whole_volume_axes(self.shape, self.device)
@@ -162,6 +205,28 @@ class SlidingWindowEstimator:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def _check_memory(self, first_channels: int, itemsize: int) -> None:
+        """Refuse before the run, with the knob to turn, when the estimate exceeds the free memory."""
+        free = available_memory(self.device)
+        if free is None:
+            return
+        need = estimate_peak_bytes(self.shape, first_channels, self.window, self.batch, itemsize)
+        if need <= free:
+            return
+        volume = (SAMPLER_VOLUMES + TASK_VOLUMES) * math.prod(self.shape) * 4
+        if self.batch > 1 and volume + window_peak_bytes(first_channels, self.window, itemsize) <= free:
+            advice = "lower --window-batch (1 fits)"
+        elif volume < free:
+            advice = "lower --window-batch to 1 and --window (e.g. half the model's window)"
+        else:
+            advice = "crop the volume or use a model with a coarser working spacing"
+        where = "GPU" if self.device.type == "cuda" else "memory"
+        raise ResourceError(
+            f"this run needs about {_gib(need)} of {where} and {_gib(free)} is free "
+            f"(volume {'x'.join(map(str, self.shape))}, windows {'x'.join(map(str, self.window))}, "
+            f"{self.batch} per call); {advice}" + ("; or run on the CPU with --device cpu" if where == "GPU" else "")
+        )
 
     def _valid_weight(self, box) -> torch.Tensor:
         return self.weight[tuple(slice(0, b.stop - b.start) for b in box)]
@@ -206,13 +271,34 @@ class SlidingWindowEstimator:
                     [self._pad(cond.control[(slice(None), *box)]) for box in group]
                 ).to(self.device, self.dtype)
             timesteps = torch.full((len(group),), int(t), device=self.device, dtype=torch.long)
-            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                eps = self.denoiser(xs.to(self.device, self.dtype), timesteps, region=cond.region, **kwargs)
-            eps = eps.to(self.dtype)
+            eps = self._evaluate(xs.to(self.device, self.dtype), timesteps, cond.region, kwargs).to(self.dtype)
             for e, box in zip(eps, group):
                 valid = e[(slice(None), *(slice(0, b.stop - b.start) for b in box))]
                 self._sum[(0, slice(None), *box)] += valid * self._valid_weight(box)
         return self._sum.mul_(self._norm)
+
+
+    def _evaluate(self, xs, timesteps, region, kwargs) -> torch.Tensor:
+        """One network call; on running out of GPU memory, retry in halves and keep the smaller batch."""
+        try:
+            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                return self.denoiser(xs, timesteps, region=region, **kwargs)
+        except torch.OutOfMemoryError:
+            if len(xs) == 1:
+                raise ResourceError(
+                    f"out of {self.device.type.upper()} memory with one {'x'.join(map(str, self.window))} window "
+                    "per call; lower --window, use --precision bf16, or run with --device cpu"
+                ) from None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = (len(xs) + 1) // 2
+            warnings.warn(f"out of memory with {len(xs)} windows per call; going on with {half}", stacklevel=2)
+            self.batch = min(self.batch, half)
+            parts = []
+            for start in range(0, len(xs), half):
+                part = {k: v[start : start + half] for k, v in kwargs.items()}  # every kwarg is per window
+                parts.append(self._evaluate(xs[start : start + half], timesteps[start : start + half], region, part))
+            return torch.cat(parts)
 
 
 def _chunks(items: list, size: int):

@@ -176,7 +176,8 @@ def test_auto_window_batch_fits_the_budget():
 
     assert auto_window_batch(TINY.channels[0], (32, 32, 32)) == AUTO_BATCH_MAX
     assert auto_window_batch(PAPER.channels[0], (128, 128, 128)) == 1  # 268 MB per window
-    assert auto_window_batch(PAPER.channels[0], (64, 64, 64)) == AUTO_BATCH_MAX
+    assert auto_window_batch(PAPER.channels[0], (64, 64, 64)) == 1  # ~0.8 GB peak per window
+    assert auto_window_batch(16, (64, 64, 64)) == 2  # the small preset
 
 
 def test_bf16_precision_is_close_and_fp16_needs_cuda(tiny_net):
@@ -190,3 +191,54 @@ def test_bf16_precision_is_close_and_fp16_needs_cuda(tiny_net):
         SlidingWindowEstimator(tiny_net, x.shape[2:], Conditions(), WindowConfig(precision="fp16"), device="cpu")
     with pytest.raises(ValueError, match="precision"):
         WindowConfig(precision="int8")
+
+
+class _OutOfMemoryAbove(torch.nn.Module):
+    """Wraps a network and raises torch's out-of-memory error for calls over `limit` windows, as a GPU
+    does when a batch does not fit."""
+
+    def __init__(self, net, limit):
+        super().__init__()
+        self.net, self.limit, self.calls = net, limit, []
+        self.config = net.config
+
+    def forward(self, x, timesteps, **kwargs):
+        self.calls.append(len(x))
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+        return self.net(x, timesteps, **kwargs)
+
+
+def test_out_of_memory_falls_back_to_fewer_windows_per_call(tiny_net):
+    from MedDiffFMLogic.errors import ResourceError
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 56, 56, 40)
+    exact = SlidingWindowEstimator(tiny_net, x.shape[2:], Conditions(region=1), WindowConfig(batch=1))(x, 300).clone()
+    flaky = _OutOfMemoryAbove(tiny_net, limit=2)
+    estimator = SlidingWindowEstimator(flaky, x.shape[2:], Conditions(region=1), WindowConfig(batch=4))
+    with pytest.warns(UserWarning, match="going on with 2"):
+        eps = estimator(x, 300)
+    torch.testing.assert_close(eps, exact, rtol=1e-4, atol=1e-5)
+    assert estimator.batch == 2
+    flaky.calls.clear()
+    estimator(x, 300)  # the next step keeps the smaller batch: no more failed calls
+    assert flaky.calls == [2, 2, 2, 2]
+    with pytest.raises(ResourceError, match="--window"):
+        SlidingWindowEstimator(_OutOfMemoryAbove(tiny_net, limit=0), x.shape[2:], Conditions(), WindowConfig(batch=1))(x, 300)
+
+
+def test_a_run_too_large_for_memory_is_refused_before_it_starts(tiny_net, monkeypatch):
+    import MedDiffFMLogic.sampling as sampling
+    from MedDiffFMLogic.errors import ResourceError
+
+    shape = (64, 64, 64)
+    need = sampling.estimate_peak_bytes(shape, tiny_net.config.channels[0], (32, 32, 32), 4)
+    monkeypatch.setattr(sampling, "available_memory", lambda device: need - 1)
+    with pytest.raises(ResourceError, match="--window-batch"):
+        SlidingWindowEstimator(tiny_net, shape, Conditions(), WindowConfig(batch=4))
+    monkeypatch.setattr(sampling, "available_memory", lambda device: 1000)
+    with pytest.raises(ResourceError, match="crop the volume"):
+        SlidingWindowEstimator(tiny_net, shape, Conditions())
+    monkeypatch.setattr(sampling, "available_memory", lambda device: need)
+    assert len(SlidingWindowEstimator(tiny_net, shape, Conditions(), WindowConfig(batch=4))) == 27
