@@ -189,6 +189,8 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
         if self._job is not None:
             self._job.cancel()
             self._job = None
@@ -237,8 +239,9 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _restoreSegmentSelectors(self) -> None:
         for task, name in SEGMENT_SELECTORS.items():
             selector = getattr(self.ui, name)
-            selector.setCurrentNode(getattr(self._parameterNode, f"{task}Segmentation"))
+            # Read the segment first: choosing the node makes the selector announce its first segment.
             segmentId = getattr(self._parameterNode, f"{task}SegmentID")
+            selector.setCurrentNode(getattr(self._parameterNode, f"{task}Segmentation"))
             if segmentId:
                 selector.setCurrentSegmentID(segmentId)
 
@@ -380,6 +383,10 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Failed; nothing was changed.")
             details = "\n".join(job.process.state.stderr) if job.process else ""
             slicer.util.errorDisplay(str(exc), windowTitle=_("MedDiffFM"), detailedText=details)
+        except Exception as exc:  # a bug of ours: say so, keep the panel usable, log the traceback
+            logging.exception("MedDiffFM: reading the results failed")
+            self.ui.statusLabel.text = _("Failed; nothing was changed.")
+            slicer.util.errorDisplay(_("Reading the results failed: {error}").format(error=exc))
         else:
             self.ui.statusLabel.text = _("Done in {seconds:.0f} s: {names}").format(
                 seconds=result.seconds, names=", ".join(n.GetName() for n in result.nodes))

@@ -20,7 +20,7 @@ MODULE_DIR = Path(__file__).resolve().parents[1] / "MedDiffFM"
 sys.path.insert(0, str(MODULE_DIR))
 
 from MedDiffFMLib import bridge, runner  # noqa: E402
-from MedDiffFMLib.logic import TEMP_PREFIX, Inputs, Processor  # noqa: E402
+from MedDiffFMLib.logic import Inputs, Processor  # noqa: E402
 from MedDiffFMLib.tasks import TaskParameters  # noqa: E402
 
 SPACING = (3.5, 4.25, 5.0)
@@ -102,12 +102,6 @@ def add_segmentation(scene, volume, mask, name="lesion"):
 def study_of(scene, node):
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     return sh.GetItemParent(sh.GetItemByDataNode(node))
-
-
-def our_temp_folders() -> set[str]:
-    import tempfile
-
-    return {p.name for p in Path(tempfile.gettempdir()).glob(TEMP_PREFIX + "*")}
 
 
 # ------------------------------------------------------------------------------- geometry to and fro
@@ -335,20 +329,21 @@ def test_anomaly_map_with_a_region_of_interest_gives_a_heat_map_and_a_segmentati
     assert study_of(scene, heat) == study_of(scene, mask) == study_of(scene, volume)
 
 
-def test_a_failed_run_shows_the_engine_message_and_leaves_the_scene_as_it_was(scene):
+def test_a_failed_run_shows_the_engine_message_and_leaves_the_scene_as_it_was(scene, tmp_path):
     volume = add_volume(scene, phantom_voxels())
     before = bridge.scene_snapshot(scene, [volume])
-    folders = our_temp_folders()
+    temp = tmp_path / "temp"
+    temp.mkdir()
     with pytest.raises(runner.EngineError) as error:
-        Processor(scene).process("denoise", TaskParameters(model="no-such-model", device="cpu", steps=2),
-                                 Inputs(volume=volume))
+        Processor(scene, temp_root=temp).process(
+            "denoise", TaskParameters(model="no-such-model", device="cpu", steps=2), Inputs(volume=volume))
     message = str(error.value)
     assert "no model named 'no-such-model'" in message and "Traceback" not in message
     assert bridge.scene_snapshot(scene, [volume]) == before
-    assert our_temp_folders() == folders
+    assert not any(temp.iterdir())  # the run's inputs and outputs are gone
 
 
-def test_cancel_kills_the_engine_and_leaves_the_scene_as_it_was(scene, tiny_model_card):
+def test_cancel_kills_the_engine_and_leaves_the_scene_as_it_was(scene, tiny_model_card, tmp_path):
     psutil = pytest.importorskip("psutil")
     array = phantom_voxels()
     volume = add_volume(scene, array)
@@ -356,12 +351,13 @@ def test_cancel_kills_the_engine_and_leaves_the_scene_as_it_was(scene, tiny_mode
     mask[4:8, 6:13, 5:11] = 1
     segmentation, segment_id = add_segmentation(scene, volume, mask)
     before = bridge.scene_snapshot(scene, [volume])
-    folders = our_temp_folders()
+    temp = tmp_path / "temp"
+    temp.mkdir()
 
-    job = Processor(scene).start("inpaint", tiny_params(tiny_model_card, steps=400),
+    job = Processor(scene, temp_root=temp).start("inpaint", tiny_params(tiny_model_card, steps=400),
                                  Inputs(volume=volume, segment=(segmentation, segment_id)))
     pid = job.process.pid
-    assert job.folder and os.path.isdir(job.folder)
+    assert job.folder and os.path.isdir(job.folder) and Path(job.folder).parent == temp
     # Cancel once sampling has begun: the engine is then deep in its work, with torch loaded.
     deadline = time.monotonic() + 120
     while not (job.last_progress and job.last_progress.stage == "inpaint" and job.last_progress.step >= 1):
@@ -374,7 +370,7 @@ def test_cancel_kills_the_engine_and_leaves_the_scene_as_it_was(scene, tiny_mode
     with pytest.raises(runner.Cancelled):
         job.finish()
     assert bridge.scene_snapshot(scene, [volume]) == before
-    assert our_temp_folders() == folders
+    assert not any(temp.iterdir())
 
 
 # ------------------------------------------------------------------------------------------ batch

@@ -78,7 +78,7 @@ class Job:
 
     def start(self) -> "Job":
         self._check_inputs()
-        self.folder = tempfile.mkdtemp(prefix=TEMP_PREFIX)
+        self.folder = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.processor.temp_root)
         try:
             i = self.inputs
             files: dict[str, str] = {}
@@ -180,19 +180,27 @@ class Job:
         return built
 
     def _place(self, built) -> Result:
+        """Add the results to the scene, all or none: a node that fails to go in takes the others out
+        again. A chosen output volume is overwritten last, once nothing else can fail."""
         scene = self.processor.scene
         reference = self.reference if _in_scene(self.reference) else None
         input_name = reference.GetName() if reference is not None else None
-        result = Result(seconds=self.process.seconds or 0.0,
-                        log=[e for e in self.process.state.stderr])
-        for index, (out, node) in enumerate(built):
-            target = self.inputs.output_volume if index == 0 else None
-            if target is not None:
-                bridge.replace_volume(target, node)
-                result.nodes.append(target)
-                continue
-            name = result_name(input_name, self.task, out, self.params.region)
-            result.nodes.append(bridge.add_to_scene(scene, node, out.kind, name, reference).node)
+        result = Result(seconds=self.process.seconds or 0.0, log=list(self.process.state.stderr))
+        target = self.inputs.output_volume
+        placed = []
+        try:
+            for index, (out, node) in enumerate(built):
+                if index == 0 and target is not None:
+                    continue
+                name = result_name(input_name, self.task, out, self.params.region)
+                placed.append(bridge.add_to_scene(scene, node, out.kind, name, reference).node)
+        except BaseException:
+            bridge.remove_nodes(scene, placed)
+            raise
+        if target is not None:
+            bridge.replace_volume(target, built[0][1])
+            placed.insert(0, target)
+        result.nodes = placed
         return result
 
     def cleanup(self) -> None:
@@ -206,11 +214,13 @@ def _in_scene(node) -> bool:
 
 class Processor:
     """Runs tasks on the nodes of one scene. `python` is the interpreter that runs the engine (Slicer's
-    PythonSlicer in the app), `environment` its environment (Slicer's startup environment in the app)."""
+    PythonSlicer in the app), `environment` its environment (Slicer's startup environment in the app),
+    `temp_root` where each run's temporary folder goes (a disk with room for a few copies of the CT)."""
 
     def __init__(self, scene, python: str | os.PathLike | None = None, engine_root: str | os.PathLike | None = None,
-                 environment: dict[str, str] | None = None):
+                 environment: dict[str, str] | None = None, temp_root: str | os.PathLike | None = None):
         self.scene = scene
+        self.temp_root = None if temp_root is None else str(temp_root)  # None: the system's temporary folder
         self.python = str(python or runner.default_python())
         self.engine_root = runner.engine_root(*([engine_root] if engine_root else []))
         self._base_environment = environment
