@@ -117,12 +117,13 @@ def test_superres_finetuning_uses_the_low_resolution_control(tmp_path, cache, ti
 def test_train_and_finetune_commands(tmp_path, cache, tiny_model_card, capsys):
     out = tmp_path / "cli"
     rc = main(["train", "--config", "tiny", "--output", str(out), "--steps", "1", "--cache-dir", cache,
-               "--progress", "json"])
+               "--seed", "3", "--progress", "json"])
     assert rc == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     assert lines[-1]["stage"] == "done" and Path(lines[-1]["outputs"]["model"]).is_file()
     card = read_card(lines[-1]["outputs"]["model"])
     assert card.provenance["command"].startswith("meddifffm ") and card.provenance["config"]["steps"] == 1
+    assert card.provenance["config"]["seed"] == 3
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**json.loads(TINY.read_text()), "learning_rate": 1}))
     assert main(["train", "--config", str(bad), "--output", str(tmp_path / "x")]) == 1

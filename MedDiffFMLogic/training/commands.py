@@ -36,7 +36,7 @@ def _run(args, progress, task: str | None):
     from .trainer import Trainer
 
     path = resolve_config(args.config)
-    overrides = {"steps": args.steps, "data.manifest": args.manifest, "seed": args.train_seed,
+    overrides = {"steps": args.steps, "data.manifest": args.manifest, "seed": args.seed,
                  "data.cache_dir": args.cache_dir, "threads": args.threads}
     if task is not None:
         overrides.update(task=task, base_model=args.base)
@@ -61,8 +61,8 @@ def _add_shared(p) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the output folder")
     p.add_argument("--cache-dir", help="folder of preprocessed volumes (overrides the config)")
     p.add_argument("--threads", type=int, help="torch CPU threads (overrides the config)")
-    p.add_argument("--train-seed", type=int, default=None, help="training seed (overrides the config's seed)")
     add_common(p)
+    p.set_defaults(seed=None)  # --seed overrides the config's seed only when given
 
 
 def add_command(subparsers) -> None:
