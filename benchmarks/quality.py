@@ -68,7 +68,7 @@ TUNE_SEED = HELD_OUT_SEED_START
 FIRST_EVAL_SEED = HELD_OUT_SEED_START + 1
 SLICE_MM = 5.0
 DOSE = 0.25
-FOV_MM = (336.0, 336.0, 160.0)
+FOV_MM = (256.0, 256.0, 160.0)  # the phantom patient is scaled to fit
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,8 @@ class Plan:
 
     regions: tuple[str, ...]
     doses: tuple[float, ...]  # low-dose fractions of the denoising scans
-    eval_phantoms: int  # per region (denoise, inpaint, superres, synthesize)
+    eval_phantoms: int  # per region and dose (denoise)
+    other_phantoms: int  # per region (inpaint, superres, synthesize)
     anomaly_phantoms: int  # with lesions, and as many without, per region
     max_size: tuple[int, int, int]  # voxels (x, y, z) at most
     denoise_steps: int
@@ -95,13 +96,13 @@ class Plan:
 
 
 FULL = Plan(
-    regions=("chest", "abdomen"), doses=(0.25, 0.05), eval_phantoms=2, anomaly_phantoms=3, max_size=(96, 96, 32), denoise_steps=10,
-    anomaly_steps=25, inpaint_steps=25, lesion_steps=25, lesion_diameters_mm=(5.0, 10.0, 20.0, 30.0),
-    superres_steps=50, superres_slabs=8, synthesize_steps=50, bm4d_factors=(0.5, 0.75, 1.0, 1.5),
-    nlm_factors=(0.6, 0.8, 1.0, 1.3), curvature_iterations=(2, 5, 10, 20),
+    regions=("chest", "abdomen"), doses=(0.25, 0.05), eval_phantoms=2, other_phantoms=1, anomaly_phantoms=2, max_size=(64, 64, 24),
+    denoise_steps=10, anomaly_steps=15, inpaint_steps=20, lesion_steps=10, lesion_diameters_mm=(5.0, 10.0, 20.0, 30.0),
+    superres_steps=25, superres_slabs=8, synthesize_steps=25, bm4d_factors=(0.75, 1.0, 1.5),
+    nlm_factors=(0.6, 0.9, 1.2), curvature_iterations=(2, 5, 10),
 )
 QUICK = Plan(
-    regions=("abdomen",), doses=(0.25,), eval_phantoms=1, anomaly_phantoms=1, max_size=(48, 48, 16), denoise_steps=3,
+    regions=("abdomen",), doses=(0.25,), eval_phantoms=1, other_phantoms=1, anomaly_phantoms=1, max_size=(48, 48, 16), denoise_steps=3,
     anomaly_steps=3, inpaint_steps=3, lesion_steps=3, lesion_diameters_mm=(10.0, 30.0), superres_steps=3,
     superres_slabs=4, synthesize_steps=3, bm4d_factors=(1.0,), nlm_factors=(1.0,), curvature_iterations=(5,),
 )
@@ -316,7 +317,7 @@ def bench_inpaint(plan: Plan, model, figures: Path, log) -> dict:
         size, spacing = grid(model.card.working_spacing, plan)
         rows = []
         example = None
-        for i in range(plan.eval_phantoms):
+        for i in range(plan.other_phantoms):
             seed = FIRST_EVAL_SEED + 200 + i
             p = phantom(region, seed, size, spacing, lesions=1, radius=(8.0, 12.0))
             clean, labels = arr(p.image), arr(p.labels)
@@ -339,7 +340,7 @@ def bench_inpaint(plan: Plan, model, figures: Path, log) -> dict:
             if example is None:
                 example = (clean, result, mask)
         out[region] = {
-            "phantoms": plan.eval_phantoms,
+            "phantoms": plan.other_phantoms,
             "outside_mask_identical": all(r["outside_identical"] for r in rows),
             **{k: round(mean([r[k] for r in rows]), 3) for k in rows[0] if k != "outside_identical"},
         }
@@ -403,7 +404,7 @@ def bench_superres(plan: Plan, model, figures: Path, log) -> dict:
             size, spacing = grid(ws, plan, z_mm=thin_mm, max_z=plan.superres_slabs * factor)
             rows: dict[str, list] = {"trilinear": [], "bspline": [], "meddifffm": []}
             example = None
-            for i in range(plan.eval_phantoms):
+            for i in range(plan.other_phantoms):
                 seed = FIRST_EVAL_SEED + 400 + i
                 p = phantom(region, seed, size, spacing)
                 thick = slab_average(p.image, factor)
@@ -422,7 +423,7 @@ def bench_superres(plan: Plan, model, figures: Path, log) -> dict:
                 if example is None:
                     example = (truth, results, arr(ctio.resample_onto(thick, target, "nearest")))
             out.setdefault(name, {})[region] = {
-                "phantoms": plan.eval_phantoms, "thick_mm": thick_mm, "thin_mm": thin_mm, "in_plane_mm": list(spacing[:2]),
+                "phantoms": plan.other_phantoms, "thick_mm": thick_mm, "thin_mm": thin_mm, "in_plane_mm": list(spacing[:2]),
                 "methods": {m: {"psnr": round(float(np.mean([r[0] for r in v])), 2),
                                 "ssim": round(float(np.mean([r[1] for r in v])), 4)} for m, v in rows.items()},
             }
@@ -479,7 +480,7 @@ def bench_synthesize(plan: Plan, model, figures: Path, tmp: Path, log) -> dict:
         phantom_means: dict[str, list] = {k: [] for k in ORGAN_GROUPS}
         seams = []
         example = None
-        for i in range(plan.eval_phantoms):
+        for i in range(plan.other_phantoms):
             seed = FIRST_EVAL_SEED + 500 + i
             p = phantom(region, seed, size, spacing)
             labels_path = ctio.write_image(p.labels, tmp / f"labels_{region}_{i}.nrrd")
@@ -503,7 +504,7 @@ def bench_synthesize(plan: Plan, model, figures: Path, tmp: Path, log) -> dict:
                 "abs_error_hu": round(abs(mean(synth_means[g]) - mean(phantom_means[g])), 1)}
             for g in ORGAN_GROUPS if synth_means[g]
         }
-        out[region] = {"phantoms": plan.eval_phantoms, "size": list(size), "organs": organs,
+        out[region] = {"phantoms": plan.other_phantoms, "size": list(size), "organs": organs,
                        "seam_ratio": None if any(s is None for s in seams) else round(mean(seams), 3)}
         log(f"synthesize {region}: {out[region]}")
         labels, x, clean = example
@@ -565,6 +566,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", default="denoise,anomaly,inpaint,lesion,superres,synthesize")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: share the machine)")
+    parser.add_argument("--merge", action="store_true",
+                        help="update the tasks run now in an existing quality.json, keeping the others")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     plan = QUICK if args.quick else FULL
@@ -582,7 +585,7 @@ def main(argv=None) -> int:
     cards = {k: str(find_model(v)) for k, v in (("base", args.model), ("lesion", args.lesion_controlnet),
                                                   ("superres", args.superres_controlnet))}
     command = "benchmarks/quality.py" + (" --quick" if args.quick else "") + (
-        f" --tasks {args.tasks}" if args.tasks != parser.get_default("tasks") else "")
+        f" --tasks {args.tasks}" if args.tasks != parser.get_default("tasks") else "") + (" --merge" if args.merge else "")
     document = {
         "command": command,
         "plan": {k: v for k, v in vars(plan).items()},
@@ -610,6 +613,16 @@ def main(argv=None) -> int:
             seconds[task] = round(time.perf_counter() - clock, 1)
             log(f"{task} done in {seconds[task]} s")
     document["seconds"] = seconds
+    previous = out / "quality.json"
+    if args.merge and previous.exists():
+        merged = json.loads(previous.read_text())
+        if merged.get("models") != json.loads(json.dumps(document["models"])):
+            raise SystemExit("--merge: the existing quality.json was made with other models; run every task")
+        merged.setdefault("commands", [merged.pop("command")] if "command" in merged else [])
+        merged["commands"].append(document.pop("command"))
+        merged["seconds"] = {**merged.get("seconds", {}), **document.pop("seconds")}
+        merged.update(document)
+        document = merged
     text = json.dumps(document, indent=2, default=_plain)
     (out / "quality.json").write_text(text + "\n")
     print(text)
