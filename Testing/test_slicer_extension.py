@@ -36,8 +36,11 @@ def test_the_module_cmake_lists_ship_every_script_and_resource():
     top = (ROOT / "CMakeLists.txt").read_text()
     assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', top)
     assert "add_subdirectory(MedDiffFM)" in top and "MedDiffFMLogic/*.py" in top
-    for field in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS"):
+    for field in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL"):
         assert re.search(rf"set\(EXTENSION_{field} \"[^\"]+\"\)", top), field
+    assert "set(EXTENSION_SCREENSHOTURLS" in top
+    icon = re.search(r'set\(EXTENSION_ICONURL "[^"]*/main/([^"]+)"\)', top).group(1)
+    assert (ROOT / icon).is_file()  # the icon the extension index shows is in the repository
 
 
 def test_first_apply_installs_what_the_engine_declares():
