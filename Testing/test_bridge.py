@@ -329,6 +329,22 @@ def test_anomaly_map_with_a_region_of_interest_gives_a_heat_map_and_a_segmentati
     assert study_of(scene, heat) == study_of(scene, mask) == study_of(scene, volume)
 
 
+def test_inpainting_through_the_bridge_keeps_every_voxel_outside_the_segment(scene, tiny_model_card):
+    """The engine's invariant survives the round trip: same voxel type, outside the mask bit for bit."""
+    array = phantom_voxels()
+    volume = add_volume(scene, array, name="CT")
+    mask = np.zeros(array.shape, np.uint8)
+    mask[4:8, 6:13, 5:11] = 1
+    segmentation, segment_id = add_segmentation(scene, volume, mask)
+    [node] = Processor(scene).process("inpaint", tiny_params(tiny_model_card),
+                                      Inputs(volume=volume, segment=(segmentation, segment_id))).nodes
+    assert node.GetName() == "CT inpainted"
+    result = bridge.voxels(node)
+    assert result.dtype == array.dtype
+    np.testing.assert_array_equal(result[mask == 0], array[mask == 0])
+    assert np.any(result[mask == 1] != array[mask == 1])
+
+
 def test_a_failed_run_shows_the_engine_message_and_leaves_the_scene_as_it_was(scene, tmp_path):
     volume = add_volume(scene, phantom_voxels())
     before = bridge.scene_snapshot(scene, [volume])
