@@ -97,7 +97,7 @@ class Plan:
 
 FULL = Plan(
     regions=("chest", "abdomen"), doses=(0.25, 0.05), eval_phantoms=2, other_phantoms=1, anomaly_phantoms=2, max_size=(64, 64, 24),
-    denoise_steps=10, anomaly_steps=15, inpaint_steps=20, lesion_steps=10, lesion_diameters_mm=(5.0, 10.0, 20.0, 30.0),
+    denoise_steps=10, anomaly_steps=15, inpaint_steps=25, lesion_steps=20, lesion_diameters_mm=(5.0, 10.0, 20.0, 30.0),
     superres_steps=25, superres_slabs=8, synthesize_steps=25, bm4d_factors=(0.75, 1.0, 1.5),
     nlm_factors=(0.6, 0.9, 1.2), curvature_iterations=(2, 5, 10),
 )
