@@ -1,17 +1,23 @@
 """The `meddifffm` command line. Every command takes --device, --seed and --progress.
 
 Exit codes: 0 success, 1 a user-facing error (message on stderr, and a JSON error line with
---progress json), 2 bad command-line usage, 130 interrupted.
+--progress json), 2 bad command-line usage, 130 interrupted by Ctrl+C (SIGINT), 143 stopped by SIGTERM
+(`kill`, Slicer's Cancel). An interrupted run writes the JSON error line "interrupted ..." too, and leaves
+no partial output file and no temporary file behind (outputs go to a temporary file renamed at the end).
+--force (every command) runs on an input whose values are implausible for a CT in HU, with a warning.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .cli_args import add_common, triple
-from .errors import InputError, MedDiffFMError
+from .errors import InputError, Interrupted, MedDiffFMError
 from .progress import Progress
 from .regions import REGIONS
 
@@ -122,24 +128,49 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"meddifffm: warning: {message}", file=sys.stderr)
 
 
+def _on_sigterm(signum, frame) -> None:
+    # Stop like Ctrl+C does, so the same cleanup runs; later signals must not cut that cleanup short
+    # (Slicer's Cancel follows with SIGKILL if the process does not end within its grace time).
+    signal.signal(signum, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread (e.g. main() called from a worker)
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
+
+    from . import ctio
 
     warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
     progress = Progress(mode)
+    force = ctio.allow_unusual_hu() if getattr(args, "force", False) else contextlib.nullcontext()
     try:
-        outputs = args.run(args, progress)
+        with _sigterm_as_interrupt(), force:
+            outputs = args.run(args, progress)
     except MedDiffFMError as exc:
         progress.error(str(exc))
         print(f"meddifffm {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        progress.error("interrupted")
-        print(f"meddifffm {args.command}: interrupted; no output was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        name = signal.Signals(signum).name
+        progress.error(f"interrupted ({name}); no file was left half-written")
+        print(f"meddifffm {args.command}: interrupted ({name}); no file was left half-written", file=sys.stderr)
+        return 128 + int(signum)
     progress.done(outputs)
     if mode != "json":
         for key, value in outputs.items():

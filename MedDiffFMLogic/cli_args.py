@@ -18,6 +18,10 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         "--progress", choices=PROGRESS_MODES, default=None,
         help="progress report: a bar (default on a terminal), JSON lines on stdout, or none",
     )
+    group.add_argument(
+        "--force", action="store_true",
+        help="run on an input whose values are implausible for a CT in HU (e.g. an MR), with a warning",
+    )
 
 
 def add_windows(parser: argparse.ArgumentParser) -> None:

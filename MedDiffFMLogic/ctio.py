@@ -10,17 +10,26 @@ Geometry round-trip tolerances (measured with SimpleITK 2.5 / ITK 5.4, asserted 
   number comes back rounded to float32: spacing and origin to a relative 2**-24 (about 6e-8; 2e-5 mm
   for an origin at 300 mm), direction cosines to about 1e-7. We assert spacing and origin to a relative
   1e-6 (origin relative to max(1 mm, |origin|)) and direction to 1e-6 absolute.
+
+Plausible HU: read_ct refuses a volume whose values cannot be a CT in Hounsfield units (an MR or PET, a
+normalised or 8-bit export, a CT without its rescale intercept), because the model would turn it into
+confident nonsense. Inside `with allow_unusual_hu():` (the CLI's --force) it warns and reads it anyway.
+Files this process wrote itself with write_image (a task's results, e.g. an anomaly map in HU
+differences) are results, not scans, and are read without the check.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import gzip
 import math
 import os
 import secrets
 import struct
+import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +47,12 @@ INTERPOLATORS = {
 }
 # Consecutive DICOM slice positions may differ by this fraction of the median spacing.
 SLICE_GAP_TOLERANCE = 0.01
+
+# Plausible CT in HU: air -1000, fat -100, water 0, bone up to ~3000, metal up to ~30000 on an
+# extended scale (Siemens: 30710); padding outside the field of view -1024, -2000, -2048, -3024 or
+# -32768. Every body CT, and every crop of one with fat or lung in it, has a voxel below -100 HU.
+HU_NO_TISSUE_BELOW = -100.0
+HU_LIMIT = 50_000.0  # beyond +-this, no CT (even bspline overshoot of -32768 padding gets there)
 
 _READ_HINT = (
     "pass a 3D CT as " + ", ".join(READ_FORMATS) + " or a folder holding one DICOM series"
@@ -290,16 +305,87 @@ def _check_finite(array: np.ndarray, p: Path) -> None:
             )
 
 
+# "refuse" (the default) or "warn" (inside allow_unusual_hu). A ContextVar, so that a library caller's
+# choice holds for what it calls and ends with its `with` block.
+_HU_POLICY: contextvars.ContextVar[str] = contextvars.ContextVar("meddifffm_hu_policy", default="refuse")
+
+
+@contextlib.contextmanager
+def allow_unusual_hu() -> Iterator[None]:
+    """Inside this block read_ct warns about, instead of refusing, values implausible for a CT in HU.
+
+    The Python equivalent of the CLI's --force:
+        with ctio.allow_unusual_hu():
+            denoise.run(config, "mr_scan.nii.gz", "out.nii.gz")
+    """
+    token = _HU_POLICY.set("warn")
+    try:
+        yield
+    finally:
+        _HU_POLICY.reset(token)
+
+
+def unusual_hu(array: np.ndarray, stored_type: int) -> str | None:
+    """Why voxel values (already in HU, finite) cannot be a CT, or None when they can."""
+    if stored_type in (sitk.sitkUInt8, sitk.sitkInt8):
+        return "the voxels are stored in 8 bits, which cannot hold CT's range of -1000 (air) to 1000s (bone)"
+    if array.size == 0:
+        return None
+    lo, hi = float(array.min()), float(array.max())
+    if lo < -HU_LIMIT or hi > HU_LIMIT:
+        return f"values reach {lo if lo < -HU_LIMIT else hi:g}, beyond any CT (+-{HU_LIMIT:g} HU)"
+    if lo >= HU_NO_TISSUE_BELOW:
+        return (
+            f"no voxel lies below {HU_NO_TISSUE_BELOW:g} HU (the lowest is {lo:g}), so there is no air, "
+            "lung or fat"
+        )
+    return None
+
+
+# Files this process wrote with write_image: resolved path -> (mtime_ns, size) right after writing.
+_WRITTEN: dict[str, tuple[int, int]] = {}
+
+
+def _written_here(p: Path) -> bool:
+    try:
+        st = p.stat()
+        return _WRITTEN.get(str(p.resolve())) == (st.st_mtime_ns, st.st_size)
+    except OSError:
+        return False
+
+
+def _check_hu(image: sitk.Image, stored_type: int, p: Path) -> None:
+    if p.is_file() and _written_here(p):
+        return
+    reason = unusual_hu(sitk.GetArrayViewFromImage(image), stored_type)
+    if reason is None:
+        return
+    what = (
+        f"{p}: the image does not look like a CT in Hounsfield units: {reason}. Is it an MR or PET, "
+        "a normalised or 8-bit export, or a CT saved without its rescale intercept"
+    )
+    if _HU_POLICY.get() == "warn":
+        warnings.warn(f"{what}? Going on because --force was given; expect meaningless results", stacklevel=3)
+        return
+    raise InputError(
+        f"{what}? Pass a CT in HU, or use --force to run on it anyway "
+        "(Python: `with ctio.allow_unusual_hu():`)"
+    )
+
+
 def read_ct(path: str | os.PathLike, series_uid: str | None = None) -> sitk.Image:
     """Read a CT volume (image file or DICOM series folder) as a 3D float32 image in HU.
 
     series_uid picks one series in a DICOM folder (ignored for files). DICOM slice order and rescale
     slope/intercept are applied by ImageSeriesReader.
-    Raises InputError naming the file and the remedy when the input is not one finite 3D scalar volume.
+    Raises InputError naming the file and the remedy when the input is not one finite 3D scalar volume,
+    or when its values are implausible for a CT in HU (see allow_unusual_hu).
     """
     image, p = _read_any(path, series_uid)
+    stored_type = image.GetPixelID()
     image = sitk.Cast(image, sitk.sitkFloat32)
     _check_finite(sitk.GetArrayViewFromImage(image), p)
+    _check_hu(image, stored_type, p)
     return image
 
 
@@ -355,6 +441,8 @@ def write_image(image: sitk.Image, path: str | os.PathLike, *, compress: bool = 
     try:
         sitk.WriteImage(image, str(temporary), useCompression=compress)
         os.replace(temporary, p)
+        st = p.stat()
+        _WRITTEN[str(p.resolve())] = (st.st_mtime_ns, st.st_size)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
         if isinstance(error, (RuntimeError, OSError)):

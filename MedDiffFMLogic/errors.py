@@ -15,3 +15,12 @@ class ModelFileError(MedDiffFMError):
 
 class ResourceError(MedDiffFMError):
     """The run does not fit the machine's memory at the chosen settings; the message names the knob."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was asked to stop by a signal (SIGTERM: `kill`, Slicer's Cancel). A KeyboardInterrupt, so
+    every cleanup that handles Ctrl+C (temporary files) handles it too; `signum` gives the exit code."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum

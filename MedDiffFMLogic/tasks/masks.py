@@ -9,6 +9,7 @@ because guessing which structure was meant is worse than asking. --label L picks
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Iterable
 
 import numpy as np
@@ -67,6 +68,16 @@ def read_mask(
         raise InputError(
             f"{path}: none of the {what}'s voxels falls inside the image (the region lies outside the scan, "
             "or is smaller than one of its voxels); check that the mask was drawn on this scan"
+        )
+    faces = [f"{end} {axis}" for axis, n in zip("zyx", on_grid.shape) for end in ("first", "last")
+             if np.take(on_grid, 0 if end == "first" else n - 1, axis="zyx".index(axis)).any()]
+    if faces:
+        # Allowed (a lesion may sit at the edge of the field of view), but the model has no context
+        # beyond the border, and any part of the region outside the scan is dropped.
+        warnings.warn(
+            f"{path}: the {what} touches the image border (the {', '.join(faces)} slices); the result next to "
+            "that edge has less context, and any part of the region outside the scan is ignored",
+            stacklevel=2,
         )
     return on_grid
 
