@@ -1,3 +1,4 @@
+import os
 import json
 import pickle
 
@@ -112,3 +113,11 @@ def test_bundled_models_if_any_pass_their_checks():
             assert entry.card is not None, entry.problem
             load_network(entry.card_path)
     assert BUNDLED_DIR.is_dir()
+
+
+def test_saved_model_files_get_the_usual_permissions(tiny_model_card):
+    # not the private 0600 of a temporary file: models are shared between users of a machine
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in tiny_model_card.parent.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
