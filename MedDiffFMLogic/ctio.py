@@ -206,6 +206,9 @@ def _check_slice_positions(folder: Path, names: Sequence[str]) -> None:
         try:
             positions.append([float(v) for v in position.split("\\")])
             orientations.append([float(v) for v in orientation.split("\\")])
+            if len(positions[-1]) != 3 or len(orientations[-1]) != 6 or not np.isfinite(
+                    positions[-1] + orientations[-1]).all():
+                raise ValueError("not 3 and 6 finite numbers")
         except ValueError as error:
             raise InputError(f"{name}: malformed ImagePositionPatient or ImageOrientationPatient") from error
     if len(names) < 2:
@@ -261,7 +264,26 @@ def _read_any(path: str | os.PathLike, series_uid: str | None) -> tuple[sitk.Ima
             f"{p}: could not read the {what} (truncated, corrupt or not an image?): "
             f"{_itk_reason(error, p)}; {_READ_HINT}"
         ) from error
-    return _as_scalar_volume(image, p), p
+    image = _as_scalar_volume(image, p)
+    _check_geometry(image, p)
+    return image, p
+
+
+def _check_geometry(image: sitk.Image, p: Path) -> None:
+    """Refuse non-finite or degenerate geometry, which ITK passes on from a corrupt header (a NaN in a
+    NIfTI sform, an infinite DICOM slice position) and which would break every resampling later."""
+    spacing, origin, direction = (np.asarray(v, dtype=float) for v in (
+        image.GetSpacing(), image.GetOrigin(), image.GetDirection()))
+    matrix = direction.reshape(3, 3)
+    if (
+        not (np.isfinite(spacing).all() and np.isfinite(origin).all() and np.isfinite(direction).all())
+        or spacing.min() <= 0
+        or abs(np.linalg.det(matrix)) < 1e-6
+    ):
+        raise InputError(
+            f"{p}: the image's geometry is invalid (spacing {spacing.tolist()}, origin {origin.tolist()}, "
+            f"direction {direction.round(6).tolist()}): its header is corrupt. Re-export the image"
+        )
 
 
 _VECTOR_TYPES = {getattr(sitk, n) for n in dir(sitk) if n.startswith("sitkVector")}
