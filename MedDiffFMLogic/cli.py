@@ -165,6 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         progress.error(str(exc))
         print(f"meddifffm {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except MemoryError as exc:
+        # Not a bug to show a traceback for: a volume or setting too large for this computer's RAM.
+        message = (
+            f"out of memory ({exc or 'RAM exhausted'}): this needs more RAM than the computer has free; "
+            "crop or resample the volume, lower --window-batch or --window, or close other programs"
+        )
+        progress.error(message)
+        print(f"meddifffm {args.command}: error: {message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         name = signal.Signals(signum).name

@@ -170,6 +170,16 @@ def test_the_cli_refuses_an_mr_and_runs_it_with_force(tmp_path, tiny_model_card,
     assert "meddifffm: warning:" in captured.err and "--force was given" in captured.err
 
 
+def test_running_out_of_ram_is_a_message_not_a_traceback(tmp_path, capsys):
+    # 100000^3 voxels: numpy refuses at once (3.55 PiB exceeds any address space), nothing is allocated.
+    out = tmp_path / "huge.nii.gz"
+    assert main(["phantom", "-o", str(out), "--size", "100000,100000,100000", "--progress", "json"]) == 1
+    captured = capsys.readouterr()
+    error = _json_lines(captured.out)[-1]
+    assert error["stage"] == "error" and error["error"].startswith("out of memory") and "crop" in error["error"]
+    assert "Traceback" not in captured.err and not list(tmp_path.iterdir())
+
+
 # ------------------------------------------------------------------------------- masks
 
 
