@@ -27,6 +27,10 @@ from MedDiffFMLib import bridge, deps, models, runner
 from MedDiffFMLib.logic import Inputs, Processor
 from MedDiffFMLib.tasks import DEVICES, PRESETS, REGIONS, TASKS, TaskParameters
 
+# The start of the engine's refusal of an image whose values are implausible for a CT (ctio.read_ct);
+# the widget offers to run anyway (--force) when it sees it.
+UNUSUAL_HU = "does not look like a CT in Hounsfield units"
+
 # Each task's collapsible panel in MedDiffFM.ui; opening one closes the others, and Apply runs the open one.
 PANELS = {
     "denoise": "denoiseCollapsibleButton",
@@ -336,12 +340,19 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- running
 
     def onApplyButton(self) -> None:
+        self._start()
+
+    def _start(self, force: bool = False) -> None:
+        """Start the panel's task; force passes the engine's --force (run on values unusual for a CT)."""
         p = self._parameterNode
         task = p.task
         try:
             if not self.logic.ensureDependencies(confirm=True):
                 return
-            self._job = self.logic.start(task, taskParameters(p), taskInputs(p, task))
+            params = taskParameters(p)
+            if force:
+                params = params.with_(extra=(*params.extra, "--force"))
+            self._job = self.logic.start(task, params, taskInputs(p, task))
         except (bridge.BridgeError, runner.EngineError, ValueError, RuntimeError) as exc:
             slicer.util.errorDisplay(_("MedDiffFM could not start: {error}").format(error=exc))
             return
@@ -382,7 +393,14 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except (runner.EngineError, bridge.BridgeError) as exc:
             self.ui.statusLabel.text = _("Failed; nothing was changed.")
             details = "\n".join(job.process.state.stderr) if job.process else ""
-            slicer.util.errorDisplay(str(exc), windowTitle=_("MedDiffFM"), detailedText=details)
+            if UNUSUAL_HU in str(exc) and "--force" not in job.params.extra:
+                # The engine's --force has no place in a dialog: ask instead, and run again if told to.
+                if slicer.util.confirmYesNoDisplay(
+                        str(exc) + "\n\n" + _("Run anyway? The results are likely meaningless."),
+                        windowTitle=_("MedDiffFM")):
+                    self._start(force=True)
+            else:
+                slicer.util.errorDisplay(str(exc), windowTitle=_("MedDiffFM"), detailedText=details)
         except Exception as exc:  # a bug of ours: say so, keep the panel usable, log the traceback
             logging.exception("MedDiffFM: reading the results failed")
             self.ui.statusLabel.text = _("Failed; nothing was changed.")

@@ -4,6 +4,7 @@ for label-map geometry and for masks resampled onto the image grid."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
@@ -168,6 +169,11 @@ def test_the_cli_refuses_an_mr_and_runs_it_with_force(tmp_path, tiny_model_card,
     captured = capsys.readouterr()
     assert _json_lines(captured.out)[-1]["stage"] == "done" and out.exists()
     assert "meddifffm: warning:" in captured.err and "--force was given" in captured.err
+    # The Slicer widget recognises this refusal by its wording and offers to run anyway.
+    tree = ast.parse((ROOT / "MedDiffFM" / "MedDiffFM.py").read_text())
+    [marker] = [n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                and any(getattr(t, "id", None) == "UNUSUAL_HU" for t in n.targets)]
+    assert marker in error["error"]
 
 
 def test_running_out_of_ram_is_a_message_not_a_traceback(tmp_path, capsys):
