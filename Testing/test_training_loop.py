@@ -41,6 +41,9 @@ def test_pretraining_steps_lower_the_loss(tmp_path, cache):
     assert after < before - 0.02, (before, after)
     # an untrained network predicts zero noise: the L1 loss starts near E|eps| = sqrt(2/pi)
     assert abs(before - (2 / torch.pi) ** 0.5) < 0.05
+    validation = list(csv.DictReader((tmp_path / "run" / "validation.csv").read_text().splitlines()))
+    assert [int(r["step"]) for r in validation] == [0, 2, 4, 6]  # the starting point, then every 2 steps
+    assert float(validation[0]["val_loss"]) == pytest.approx(before, abs=1e-6)
     card = read_card(tmp_path / "run" / "model" / "meddifffm-tiny-test.json")
     assert card.kind == "base" and card.provenance["optimizer_steps"] == 6
     assert "procedural CT phantoms" in card.provenance["trained_on"] and "not for clinical use" in card.intended_use

@@ -388,6 +388,11 @@ class Trainer:
             (self.output / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         self.progress.start("training", cfg.steps, f"resumed at step {self.step}" if resumed else "")
         self.progress.step(min(self.step, cfg.steps))
+        if self.step == 0 and self.dist.main:
+            # the starting point: for a ControlNet (zero output convolutions) this is the base model's loss
+            val = self.validation_loss()
+            if val is not None:
+                self._log("validation.csv", ["step", "val_loss"], [0, f"{val:.6f}"])
         recent: list[float] = []
         loaded = self._loader()
         while self.step < cfg.steps:
