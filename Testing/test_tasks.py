@@ -64,7 +64,7 @@ def models(tmp_path_factory) -> dict[str, str]:
     return cards
 
 
-def _ct(folder: Path, name: str, size=(28, 30, 20), spacing=(4.0, 4.0, 5.0), origin=(-30.0, 12.5, 40.0),
+def _ct(folder: Path, name: str, size=(28, 30, 20), spacing=(4.0, 4.0, 6.0), origin=(-30.0, 12.5, 40.0),
         direction=OBLIQUE, pixel=sitk.sitkFloat32, seed: int = 3) -> tuple[Path, Path]:
     """A chest phantom with one lung nodule, placed on an oblique, anisotropic grid with a non-zero
     origin; returns the CT and lesion-mask paths (NRRD keeps the geometry exactly)."""
@@ -94,7 +94,7 @@ def _json_lines(text: str) -> list[dict]:
 
 
 def test_denoise_resampled_run_keeps_the_grid_repeats_and_leaves_the_input(tmp_path, models):
-    ct, _ = _ct(tmp_path, "a")  # 5 mm slices: the model works on its 4 mm grid and resamples back
+    ct, _ = _ct(tmp_path, "a")  # 6 mm slices: the model works on its 4 mm grid and resamples back
     before = _digest(ct)
     config = denoise.DenoiseConfig(model=models["base"], steps=3, noise_level=30.0, seed=4)
     outs = [denoise.run(config, ct, tmp_path / f"d{k}.nii.gz")["image"] for k in range(2)]
