@@ -157,6 +157,76 @@ def _nifti_expected_bytes(header: bytes) -> int | None:
     return int(offset) + voxels * bitpix // 8
 
 
+# Bytes per element of MetaImage's element types.
+_MET_SIZES = {
+    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+    "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
+}
+
+
+def _metaimage_problem(path: Path) -> str | None:
+    """Why a MetaImage (.mha, .mhd) has a damaged header or, compressed, other data than its header
+    declares; None when it looks sound or is beyond what we understand (then ITK decides).
+
+    ITK's MetaIO overflows a buffer on a header line of binary garbage, and hangs for ever or corrupts
+    its heap on some damaged zlib streams, crashing the process later (found by Testing/test_fuzz.py).
+    So header lines must be short text, and compressed data are decompressed here first, counting the
+    bytes without keeping them.
+    """
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    fields: dict[str, str] = {}
+    offset = 0
+    for number, line in enumerate(head.split(b"\n"), 1):
+        text = line[:-1] if line.endswith(b"\r") else line
+        if len(text) > 255 or any(b < 0x20 and b != 0x09 for b in text):
+            return f"its header is corrupt (line {number} is not a short line of text)"
+        offset += len(line) + 1
+        if not text.strip():
+            continue
+        key, sep, value = text.partition(b"=")
+        if not sep:
+            return f"its header is corrupt (line {number} is not 'name = value')"
+        fields[key.strip().decode("latin-1")] = value.strip().decode("latin-1")
+        if key.strip() == b"ElementDataFile":
+            break
+    else:
+        return None
+    source = fields["ElementDataFile"]
+    if source == "LIST" or "%" in source:
+        return None  # a list or pattern of slice files: left to ITK
+    if source != "LOCAL" and not (path.parent / source).is_file():
+        # Also what a damaged header's line break turns into: binary data read as a file name.
+        return f"its data file {source[:80]!r} does not exist"
+    if fields.get("CompressedData", "").lower() != "true":
+        return None
+    try:
+        dims = [int(v) for v in fields["DimSize"].split()]
+        channels = int(fields.get("ElementNumberOfChannels", "1"))
+        expected = math.prod(dims) * channels * _MET_SIZES[fields["ElementType"]]
+    except (KeyError, ValueError):
+        return None
+    data_path = path
+    if source != "LOCAL":
+        data_path, offset = path.parent / source, 0
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib or gzip framing
+    total = 0
+    try:
+        with open(data_path, "rb") as f:
+            f.seek(offset)
+            while not inflater.eof and (chunk := f.read(1 << 20)):
+                while chunk and total <= expected:
+                    total += len(inflater.decompress(chunk, 1 << 22))
+                    chunk = inflater.unconsumed_tail
+    except zlib.error as error:
+        return f"its compressed data are corrupt ({error})"
+    if total != expected:
+        return f"its data hold {'more than ' if total > expected else ''}{total} bytes where its header declares {expected}"
+    if not inflater.eof:
+        return "its compressed data are truncated"
+    return None
+
+
 def _dicom_series_files(folder: Path, series_uid: str | None) -> list[str]:
     try:
         uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
@@ -254,6 +324,10 @@ def _read_any(path: str | os.PathLike, series_uid: str | None) -> tuple[sitk.Ima
             shortfall = _nifti_shortfall(p)
             if shortfall:
                 raise InputError(f"{p}: unreadable NIfTI, {shortfall}; re-export or re-copy the file")
+        if _extension(p) in (".mha", ".mhd"):
+            problem = _metaimage_problem(p)
+            if problem:
+                raise InputError(f"{p}: could not read the MetaImage, {problem}; re-export or re-copy the file")
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(p))
         what = "file"
@@ -266,6 +340,12 @@ def _read_any(path: str | os.PathLike, series_uid: str | None) -> tuple[sitk.Ima
         ) from error
     image = _as_scalar_volume(image, p)
     _check_geometry(image, p)
+    direction = np.asarray(image.GetDirection())
+    subnormal = (direction != 0) & (np.abs(direction) < np.finfo(float).tiny)
+    if subnormal.any():
+        # VNL's SVD (ITK's direction inverse) fails on subnormal numbers and resampling then maps every
+        # voxel outside; they stand for 0 anyway.
+        image.SetDirection(np.where(subnormal, 0.0, direction).tolist())
     return image, p
 
 

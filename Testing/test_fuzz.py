@@ -139,3 +139,40 @@ def test_an_infinite_or_short_dicom_slice_position_is_refused(tmp_path, position
     path.write_bytes(data.replace(value, position.ljust(len(value)) if len(position) <= len(value) else position))
     with pytest.raises(InputError, match="im0002.dcm: malformed ImagePositionPatient"):
         ctio.read_ct(tmp_path)
+
+
+def _mha(tmp_path: Path, compress: bool) -> tuple[Path, bytes, int]:
+    """A MetaImage file, its bytes, and where its data begin (after the ElementDataFile line)."""
+    path = tmp_path / "ct.mha"
+    sitk.WriteImage(_ct(), str(path), useCompression=compress)
+    data = path.read_bytes()
+    return path, data, data.index(b"ElementDataFile = LOCAL\n") + len(b"ElementDataFile = LOCAL\n")
+
+
+def test_a_damaged_compressed_metaimage_is_refused_before_itk_reads_it(tmp_path):
+    # Five bytes overwritten just inside the zlib stream: ITK's MetaIO then looped for ever.
+    path, data, start = _mha(tmp_path, compress=True)
+    path.write_bytes(data[:start + 1] + bytes([0x7D, 0x8F, 0xD9, 0x90, 0x1C]) + data[start + 6:])
+    with pytest.raises(InputError, match="could not read the MetaImage, its compressed data are corrupt"):
+        ctio.read_ct(path)
+    # A cut-off stream, and a header declaring fewer voxels than the stream holds.
+    path.write_bytes(data[: start + (len(data) - start) // 2])
+    with pytest.raises(InputError, match="could not read the MetaImage"):
+        ctio.read_ct(path)
+    path.write_bytes(data.replace(b"DimSize = 8 7 6", b"DimSize = 8 7 5"))
+    with pytest.raises(InputError, match="more than 672 bytes where its header declares 560"):
+        ctio.read_ct(path)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_metaimage_header_line_of_binary_garbage_is_refused(tmp_path, compress):
+    # The newline after ElementDataFile flipped: MetaIO read the binary data as the data file's name
+    # and overflowed a buffer (heap corruption, a crash later in the process).
+    path, data, start = _mha(tmp_path, compress)
+    path.write_bytes(data[: start - 1] + b"J" + data[start:])
+    with pytest.raises(InputError, match="its header is corrupt"):
+        ctio.read_ct(path)
+    # A '=' turned into '-' (and more flips): MetaIO crashed the process with a corrupted heap.
+    path.write_bytes(data.replace(b"BinaryDataByteOrderMSB = False", b"BinaryDataByteOrderMSB - False"))
+    with pytest.raises(InputError, match="line 4 is not 'name = value'"):
+        ctio.read_ct(path)
