@@ -629,21 +629,31 @@ def main(argv=None) -> int:
             document[task] = runners[task]()
             seconds[task] = round(time.perf_counter() - clock, 1)
             log(f"{task} done in {seconds[task]} s")
-    document["seconds"] = seconds
+            # Written after every task, so that a failure later keeps what was measured.
+            text = _write(out, {**document, "seconds": dict(seconds)}, args.merge or task != tasks[0])
+    print(text)
+    return 0
+
+
+def _write(out: Path, document: dict, merge: bool) -> str:
+    document = json.loads(json.dumps(document, default=_plain))
     previous = out / "quality.json"
-    if args.merge and previous.exists():
+    if merge and previous.exists():
         merged = json.loads(previous.read_text())
-        if merged.get("models") != json.loads(json.dumps(document["models"])):
+        if merged.get("models") != document["models"]:
             raise SystemExit("--merge: the existing quality.json was made with other models; run every task")
         merged.setdefault("commands", [merged.pop("command")] if "command" in merged else [])
-        merged["commands"].append(document.pop("command"))
+        if document["command"] not in merged["commands"]:
+            merged["commands"].append(document["command"])
+        document.pop("command")
         merged["seconds"] = {**merged.get("seconds", {}), **document.pop("seconds")}
         merged.update(document)
         document = merged
-    text = json.dumps(document, indent=2, default=_plain)
-    (out / "quality.json").write_text(text + "\n")
-    print(text)
-    return 0
+    text = json.dumps(document, indent=2)
+    tmp = out / ".quality.json.tmp"
+    tmp.write_text(text + "\n")
+    tmp.replace(previous)
+    return text
 
 
 def _plain(value):

@@ -241,10 +241,10 @@ def run(config: DemoConfig, output: str | os.PathLike, progress: Progress = SILE
     return {k: str(v) for k, v in files.items()}
 
 
-def trained_superres_factor(card_path: str | os.PathLike, default: int = 5) -> int:
+def trained_superres_factor(model: str | os.PathLike, default: int = 5) -> int:
     """The slab thickness (in working-grid slices) a super-resolution ControlNet was fine-tuned on, from
     the training config in its card's provenance; `default` (the paper's 5) when the card does not say."""
-    config = read_card(card_path).provenance.get("config") or {}
+    config = read_card(find_model(model)).provenance.get("config") or {}
     factor = (config.get("data") or {}).get("lowres_factor")
     return int(factor) if isinstance(factor, int) and factor >= 2 else default
 
