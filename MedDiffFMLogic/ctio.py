@@ -341,11 +341,12 @@ def _read_any(path: str | os.PathLike, series_uid: str | None) -> tuple[sitk.Ima
     image = _as_scalar_volume(image, p)
     _check_geometry(image, p)
     direction = np.asarray(image.GetDirection())
-    subnormal = (direction != 0) & (np.abs(direction) < np.finfo(float).tiny)
-    if subnormal.any():
-        # VNL's SVD (ITK's direction inverse) fails on subnormal numbers and resampling then maps every
-        # voxel outside; they stand for 0 anyway.
-        image.SetDirection(np.where(subnormal, 0.0, direction).tolist())
+    # VNL's SVD (ITK's direction inverse) fails on cosines whose square underflows (|v| < 1.5e-154:
+    # subnormal ones, and normal ones down there too), and resampling then maps every voxel outside;
+    # they stand for 0 anyway.
+    negligible = (direction != 0) & (np.abs(direction) < np.sqrt(np.finfo(float).tiny))
+    if negligible.any():
+        image.SetDirection(np.where(negligible, 0.0, direction).tolist())
     return image, p
 
 
