@@ -35,6 +35,7 @@ from ..anatomy import label_index
 from ..controlnet import ControlNetConfig, MedDiffFMControlNet
 from ..device import resolve_device
 from ..errors import InputError, ModelFileError
+from ..figures import pyplot, save_figure
 from ..modelfiles import find_model, load_network, read_card, save_model
 from ..network import TINY, MedDiffFMNet, coordinate_grid, whole_volume_axes
 from ..phantoms import LESION_MODELS, PhantomConfig, make_phantom, simulate_low_dose
@@ -367,10 +368,7 @@ def _fit_tiny_model(phantom, config: DemoConfig, folder: Path, progress: Progres
 def _montage(path: Path, phantom, low_dose: sitk.Image, thick: sitk.Image, files: dict[str, Path],
              new_lesion: np.ndarray) -> Path:
     """Rows: one per task, input | output, on the axial slice through the nodule."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     mask = sitk.GetArrayViewFromImage(phantom.lesion_mask)
     z = int(np.argmax(mask.sum(axis=(1, 2)))) if mask.any() else mask.shape[0] // 2
@@ -407,11 +405,7 @@ def _montage(path: Path, phantom, low_dose: sitk.Image, thick: sitk.Image, files
         ax_in.axis("off")
         ax_out.axis("off")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=72)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=72)
 
 
 def add_command(subparsers) -> None:

@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..controlnet import ControlledDenoiser, ControlNetConfig, MedDiffFMControlNet
 from ..device import resolve_device
 from ..errors import InputError
+from ..figures import pyplot, save_figure
 from ..modelfiles import DEMO_LICENCE, find_model, load_network, save_model
 from ..network import MedDiffFMNet
 from ..progress import SILENT, Progress
@@ -500,10 +501,7 @@ def _read_csv(path: Path) -> list[tuple[int, float]]:
 
 
 def plot_losses(path: Path, losses: list[tuple[int, float]], vals: list[tuple[int, float]], title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
     if losses:
@@ -521,19 +519,11 @@ def plot_losses(path: Path, losses: list[tuple[int, float]], vals: list[tuple[in
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def _save_slices(path: Path, rows: list[tuple[str, np.ndarray]], title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False)
     for r, (name, vol) in enumerate(rows):
@@ -545,9 +535,4 @@ def _save_slices(path: Path, rows: list[tuple[str, np.ndarray]], title: str) -> 
             ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=80)
