@@ -34,8 +34,8 @@ from ..progress import SILENT, Progress
 from ..regions import HU_WINDOWS, check_region, region_index
 from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig
 from .common import (
-    DEFAULT_MODEL, LoadedModel, check_outputs, check_positive, from_unit_tensor, load_model, read_anatomy,
-    to_unit_tensor, working_grid,
+    DEFAULT_MODEL, LoadedModel, add_model_options, check_outputs, check_positive, from_unit_tensor, load_model,
+    read_anatomy, to_unit_tensor, working_grid,
 )
 from .masks import parse_labels, read_roi
 
@@ -154,7 +154,6 @@ def run(config: AnomalyConfig, input: str | os.PathLike, output: str | os.PathLi
 
 def add_command(subparsers) -> None:
     from ..cli_args import add_common, add_windows
-    from ..regions import REGIONS
 
     p = subparsers.add_parser("anomaly", help="zero-shot anomaly map: residual against a pseudo-healthy reconstruction")
     p.add_argument("input", help="the CT (file or DICOM folder); never modified")
@@ -167,13 +166,11 @@ def add_command(subparsers) -> None:
                    "or labels of the --anatomy map (numbers or TotalSegmentator names, comma separated)")
     p.add_argument("--roi-labels", help="labels of --roi to use: numbers or TotalSegmentator names, comma separated "
                    "(default: every non-zero label)")
-    p.add_argument("--region", choices=REGIONS, default="chest", help="body region: sets the HU window (default chest)")
+    add_model_options(p)
     p.add_argument("--t-start", type=int, default=PAPER_T_START, help=f"diffuse to this timestep (default {PAPER_T_START}, the paper's)")
     p.add_argument("--steps", type=int, default=AnomalyConfig.steps, help=f"DDIM steps back to 0 (default {AnomalyConfig.steps})")
     p.add_argument("--seeds", type=int, default=1, help="reconstructions to average (default 1)")
     p.add_argument("--smooth", type=float, default=AnomalyConfig.smooth_mm, help="Gaussian smoothing of the map in mm (default 2)")
-    p.add_argument("--anatomy", help="organ label map of the input (optional condition)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"base model name or card (default {DEFAULT_MODEL})")
     add_windows(p)
     add_common(p)
     p.set_defaults(run=_run_from_args)

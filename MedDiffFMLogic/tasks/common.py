@@ -16,7 +16,6 @@ from .. import ctio
 from ..device import resolve_device
 from ..errors import InputError
 from ..modelfiles import ModelCard, load_controlnet, load_network
-from ..network import MedDiffFMNet
 from ..regions import hu_to_unit
 from ..schedules import ScheduleConfig, alphas_cumprod
 
@@ -170,3 +169,16 @@ def check_positive(**values) -> None:
     for name, value in values.items():
         if value is not None and not value >= 1:
             raise InputError(f"{name} must be at least 1, got {value}")
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+
+def add_model_options(parser, anatomy_help: str = "organ label map of the input (optional condition)") -> None:
+    """--region, --anatomy and --model: the options every sampling command shares."""
+    from ..regions import REGIONS
+
+    parser.add_argument("--region", choices=REGIONS, default="chest",
+                        help="body region: sets the HU window and the region condition (default chest)")
+    parser.add_argument("--anatomy", help=anatomy_help)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"base model name or card (default {DEFAULT_MODEL})")

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from .. import ctio
 from ..algorithms import denoise_data_step, diffpir, diffpir_start, estimate_noise_hu
@@ -36,8 +35,8 @@ from ..regions import HU_WINDOWS, check_region, hu_per_unit, region_index
 from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig, make_generator, spaced_timesteps
 from ..schedules import timestep_for_noise_level
 from .common import (
-    DEFAULT_MODEL, LoadedModel, check_outputs, check_positive, from_unit_tensor, load_model, read_anatomy,
-    to_unit_tensor, working_grid,
+    DEFAULT_MODEL, LoadedModel, add_model_options, check_outputs, check_positive, from_unit_tensor, load_model,
+    read_anatomy, to_unit_tensor, working_grid,
 )
 
 
@@ -150,12 +149,11 @@ def run(config: DenoiseConfig, input: str | os.PathLike, output: str | os.PathLi
 
 def add_command(subparsers) -> None:
     from ..cli_args import add_common, add_windows
-    from ..regions import REGIONS
 
     p = subparsers.add_parser("denoise", help="zero-shot denoising (DiffPIR) of a CT")
     p.add_argument("input", help="the CT to denoise (file or DICOM folder); never modified")
     p.add_argument("-o", "--output", required=True, help="denoised CT (on the input's grid)")
-    p.add_argument("--region", choices=REGIONS, default="chest", help="body region: sets the HU window (default chest)")
+    add_model_options(p)
     p.add_argument("--noise-level", type=float, default=None,
                    help="noise standard deviation of the input in HU (default: estimated from the image)")
     p.add_argument("--strength", type=float, default=1.0,
@@ -163,8 +161,6 @@ def add_command(subparsers) -> None:
     p.add_argument("--steps", type=int, default=DenoiseConfig.steps, help=f"DiffPIR steps (default {DenoiseConfig.steps})")
     p.add_argument("--lam", type=float, default=DenoiseConfig.lam, help="DiffPIR lambda (default 10, the paper's)")
     p.add_argument("--zeta", type=float, default=DenoiseConfig.zeta, help="DiffPIR zeta in [0, 1] (default 0)")
-    p.add_argument("--anatomy", help="organ label map of the input (optional condition)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"base model name or card (default {DEFAULT_MODEL})")
     add_windows(p)
     add_common(p)
     p.set_defaults(run=_run_from_args)

@@ -37,8 +37,8 @@ from ..progress import SILENT, Progress
 from ..regions import check_region, region_index
 from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig, make_generator
 from .common import (
-    DEFAULT_MODEL, LoadedModel, check_outputs, check_positive, crop_box, from_unit_tensor, lesion_control,
-    load_model, read_anatomy, require_controlnet, to_unit_tensor, whole_axes, working_grid,
+    DEFAULT_MODEL, LoadedModel, add_model_options, check_outputs, check_positive, crop_box, from_unit_tensor,
+    lesion_control, load_model, read_anatomy, require_controlnet, to_unit_tensor, whole_axes, working_grid,
 )
 from .masks import read_mask
 
@@ -180,7 +180,6 @@ def add_repaint_options(p, defaults) -> None:
 
 def add_command(subparsers) -> None:
     from ..cli_args import add_common, add_windows
-    from ..regions import REGIONS
 
     p = subparsers.add_parser("inpaint", help="redraw a masked region (lesion removal, or lesion inpainting with a ControlNet)")
     p.add_argument("input", help="the CT (file or DICOM folder); never modified")
@@ -188,10 +187,8 @@ def add_command(subparsers) -> None:
     p.add_argument("--label", type=int, default=None, help="the mask's label to use (default: its only non-zero label)")
     p.add_argument("-o", "--output", required=True, help="the CT with the region redrawn (input's grid)")
     p.add_argument("--change-mask", help="also write the voxels that were allowed to change (uint8, input's grid)")
-    p.add_argument("--region", choices=REGIONS, default="chest", help="body region: sets the HU window (default chest)")
+    add_model_options(p)
     p.add_argument("--controlnet", default=None, help="a lesion ControlNet: inpaint a lesion instead of healthy tissue")
-    p.add_argument("--anatomy", help="organ label map of the input (optional condition)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"base model name or card (default {DEFAULT_MODEL})")
     add_repaint_options(p, InpaintConfig)
     add_windows(p)
     add_common(p)

@@ -26,7 +26,8 @@ from ..errors import InputError
 from ..progress import SILENT, Progress
 from ..sampling import WindowConfig
 from .common import (
-    DEFAULT_LESION, DEFAULT_MODEL, LoadedModel, check_outputs, load_model, require_controlnet,
+    DEFAULT_LESION, DEFAULT_MODEL, LoadedModel, add_model_options, check_outputs, load_model,
+    require_controlnet,
 )
 from .inpaint import add_repaint_options, compose, input_pixel_id, regenerate
 from .masks import read_mask
@@ -90,7 +91,6 @@ def run(config: LesionConfig, input: str | os.PathLike, mask: str | os.PathLike,
 
 def add_command(subparsers) -> None:
     from ..cli_args import add_common, add_windows
-    from ..regions import REGIONS
 
     p = subparsers.add_parser("lesion", help="draw a synthetic lesion shaped by a mask (lesion ControlNet + RePaint)")
     p.add_argument("input", help="the CT (file or DICOM folder); never modified")
@@ -100,10 +100,8 @@ def add_command(subparsers) -> None:
     p.add_argument("--change-mask", help="also write the voxels that were allowed to change (uint8, input's grid)")
     p.add_argument("--margin", type=float, default=LesionConfig.margin_mm,
                    help=f"mm around the mask that may blend; farther voxels are kept bit for bit (default {LesionConfig.margin_mm})")
-    p.add_argument("--region", choices=REGIONS, default="chest", help="body region: sets the HU window (default chest)")
+    add_model_options(p)
     p.add_argument("--controlnet", default=DEFAULT_LESION, help=f"lesion ControlNet name or card (default {DEFAULT_LESION})")
-    p.add_argument("--anatomy", help="organ label map of the input (optional condition)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"base model name or card (default {DEFAULT_MODEL})")
     add_repaint_options(p, LesionConfig)
     add_windows(p)
     add_common(p)

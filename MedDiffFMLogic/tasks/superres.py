@@ -41,8 +41,9 @@ from ..progress import SILENT, Progress
 from ..regions import check_region, region_index
 from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig, make_generator, spaced_timesteps
 from .common import (
-    DEFAULT_MODEL, DEFAULT_SUPERRES, LoadedModel, check_outputs, check_positive, close_spacing, from_unit_tensor,
-    load_model, read_anatomy, require_controlnet, superres_control, to_unit_tensor,
+    DEFAULT_MODEL, DEFAULT_SUPERRES, LoadedModel, add_model_options, check_outputs, check_positive,
+    close_spacing, from_unit_tensor, load_model, read_anatomy, require_controlnet, superres_control,
+    to_unit_tensor,
 )
 
 PAPER_FACTOR = 5.0
@@ -182,7 +183,6 @@ def run(config: SuperresConfig, input: str | os.PathLike, output: str | os.PathL
 
 def add_command(subparsers) -> None:
     from ..cli_args import add_common, add_windows
-    from ..regions import REGIONS
 
     p = subparsers.add_parser("superres", help="through-plane super-resolution: thin slices from thick ones (ControlNet)")
     p.add_argument("input", help="the thick-slice CT (file or DICOM folder); never modified")
@@ -190,15 +190,13 @@ def add_command(subparsers) -> None:
     target = p.add_mutually_exclusive_group()
     target.add_argument("--factor", type=float, default=None, help="thin slices per thick slice (default 5, the paper's)")
     target.add_argument("--spacing", type=float, default=None, help="target slice spacing in mm (instead of --factor)")
-    p.add_argument("--region", choices=REGIONS, default="chest", help="body region: sets the HU window (default chest)")
+    add_model_options(p, anatomy_help="organ label map (optional condition; any grid overlapping the CT)")
     p.add_argument("--steps", type=int, default=SuperresConfig.steps, help=f"DiffPIR steps (default {SuperresConfig.steps}; paper 100)")
     p.add_argument("--lam", type=float, default=SuperresConfig.lam, help="DiffPIR lambda (default 1, the paper's)")
     p.add_argument("--sigma-n", type=float, default=SuperresConfig.sigma_n, help="DiffPIR sigma_n in [-1, 1] units (default 1, the paper's)")
     p.add_argument("--zeta", type=float, default=SuperresConfig.zeta, help="DiffPIR zeta in [0, 1] (default 0)")
     p.add_argument("--no-consistency", action="store_true", help="do not force each thick slab's average to the input")
     p.add_argument("--controlnet", default=DEFAULT_SUPERRES, help=f"super-resolution ControlNet (default {DEFAULT_SUPERRES})")
-    p.add_argument("--anatomy", help="organ label map (optional condition; any grid overlapping the CT)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"base model name or card (default {DEFAULT_MODEL})")
     add_windows(p)
     add_common(p)
     p.set_defaults(run=_run_from_args)

@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..progress import SILENT, Progress
 from ..regions import check_region, region_index
 from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig, make_generator, sample, spaced_timesteps
-from .common import DEFAULT_MODEL, centred_grid, load_model
+from .common import DEFAULT_MODEL, add_model_options, centred_grid, load_model
 
 
 @dataclass(frozen=True)
@@ -74,15 +74,12 @@ def _close(a, b, tol: float = 1e-6) -> bool:
 
 def add_command(subparsers) -> None:
     from ..cli_args import add_common, add_windows, triple
-    from ..regions import REGIONS
 
     p = subparsers.add_parser("synthesize", help="sample a whole CT volume of a region")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--region", choices=REGIONS, default="chest")
+    add_model_options(p, anatomy_help="organ label map to follow; its grid becomes the output grid")
     p.add_argument("--size", type=triple(int), default=(64, 64, 64), help="voxels X,Y,Z (default 64,64,64)")
     p.add_argument("--spacing", type=triple(float), default=None, help="mm X,Y,Z (default: the model's)")
-    p.add_argument("--anatomy", help="organ label map to follow; its grid becomes the output grid")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or card path (default: {DEFAULT_MODEL})")
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
     add_windows(p)
     add_common(p)
