@@ -8,7 +8,20 @@ import torch
 from MedDiffFMLogic.modelfiles import save_model
 from MedDiffFMLogic.network import TINY, MedDiffFMNet
 
-torch.set_num_threads(2)
+TEST_THREADS = 2
+torch.set_num_threads(TEST_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_globals():
+    """Undo process-wide torch settings a test changes (a Trainer turns on deterministic algorithms
+    and sets its thread count, as a training process should), so later tests run as configured."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    threads = torch.get_num_threads()
+    yield
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.set_num_threads(threads)
 
 
 def make_tiny_net(seed: int = 0) -> MedDiffFMNet:
