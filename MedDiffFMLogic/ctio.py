@@ -252,7 +252,42 @@ def _dicom_series_files(folder: Path, series_uid: str | None) -> list[str]:
         raise InputError(f"{folder}: no DICOM series with UID {series_uid}; the folder holds {listing()}")
     names = files(series_uid)
     _check_slice_positions(folder, names)
+    _warn_unread_dicom(folder, [name for uid in uids for name in files(uid)])
     return names
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    if path.suffix.lower() in (".dcm", ".ima"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _warn_unread_dicom(folder: Path, listed: Sequence[str]) -> None:
+    """Warn about DICOM-looking files that belong to no series GDCM could read.
+
+    GDCM leaves out a slice it cannot parse (truncated copy, damaged header) without a word; at either
+    end of the series the rest is still evenly spaced, so the volume would silently lose a slice. A
+    file of another kind (RTSTRUCT, DICOMDIR) is left out the same way and cannot be told apart
+    without a full DICOM parser, so this warns rather than refuses.
+    """
+    known = {Path(name).resolve() for name in listed}
+    unread = sorted(
+        entry.name for entry in folder.iterdir()
+        if entry.is_file() and entry.name.upper() != "DICOMDIR" and entry.resolve() not in known
+        and _looks_like_dicom(entry)
+    )
+    if unread:
+        shown = ", ".join(unread[:3]) + (f" and {len(unread) - 3} more" if len(unread) > 3 else "")
+        warnings.warn(
+            f"{folder}: {len(unread)} DICOM file(s) in the folder could not be read as image slices ({shown}); "
+            "if they are damaged slices of this series, the volume is missing them",
+            stacklevel=5,
+        )
 
 
 def _check_slice_positions(folder: Path, names: Sequence[str]) -> None:

@@ -176,6 +176,19 @@ def test_dicom_series_with_missing_slice(tmp_path):
         ctio.read_ct(tmp_path)
 
 
+@pytest.mark.parametrize("victim", ["im0000.dcm", "im0007.dcm"])
+def test_a_damaged_first_or_last_slice_is_not_dropped_silently(tmp_path, victim, recwarn):
+    # GDCM leaves an unparsable slice out of the series; at either end the rest is evenly spaced.
+    write_dicom_series(tmp_path, hu_volume(), "1.2.826.0.1.3680043.2.1125.4")
+    (tmp_path / "notes.txt").write_text("not DICOM: no warning for this one")
+    assert ctio.read_ct(tmp_path).GetSize() == (12, 10, 8)
+    assert not [w for w in recwarn if "could not be read" in str(w.message)]
+    damaged = tmp_path / victim
+    damaged.write_bytes(damaged.read_bytes()[:600])
+    with pytest.warns(UserWarning, match=rf"1 DICOM file\(s\) .*could not be read.*\({victim}\).*missing"):
+        assert ctio.read_ct(tmp_path).GetSize() == (12, 10, 7)
+
+
 def test_folder_without_dicom(tmp_path):
     (tmp_path / "notes.txt").write_text("no images here")
     with pytest.raises(InputError, match="no DICOM series"):
