@@ -164,6 +164,11 @@ _MET_SIZES = {
 }
 
 
+# MetaImage header fields that carry geometry (MetaIO accepts each of the synonyms).
+_MET_GEOMETRY_FIELDS = ("Offset", "Origin", "Position", "ElementSpacing", "TransformMatrix", "Rotation",
+                        "Orientation", "CenterOfRotation")
+
+
 def _metaimage_problem(path: Path) -> str | None:
     """Why a MetaImage (.mha, .mhd) has a damaged header or, compressed, other data than its header
     declares; None when it looks sound or is beyond what we understand (then ITK decides).
@@ -192,6 +197,15 @@ def _metaimage_problem(path: Path) -> str | None:
             break
     else:
         return None
+    for key in _MET_GEOMETRY_FIELDS:
+        if key in fields:
+            try:
+                values = [float(v) for v in fields[key].split()]
+            except ValueError:
+                return f"its header is corrupt ({key} is not a list of numbers)"
+            if not all(math.isfinite(v) for v in values):
+                # ITK reads a NaN here as 0 without a word, which moves the image.
+                return f"its header is corrupt ({key} holds a NaN or an infinity)"
     source = fields["ElementDataFile"]
     if source == "LIST" or "%" in source:
         return None  # a list or pattern of slice files: left to ITK

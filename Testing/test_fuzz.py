@@ -176,3 +176,14 @@ def test_a_metaimage_header_line_of_binary_garbage_is_refused(tmp_path, compress
     path.write_bytes(data.replace(b"BinaryDataByteOrderMSB = False", b"BinaryDataByteOrderMSB - False"))
     with pytest.raises(InputError, match="line 4 is not 'name = value'"):
         ctio.read_ct(path)
+
+
+@pytest.mark.parametrize(("field", "value"), [(b"Offset", b"nan 0 0"), (b"ElementSpacing", b"1 inf 1"),
+                                              (b"TransformMatrix", b"1 0 0 0 1 0 0 0 x")])
+def test_a_metaimage_with_non_finite_geometry_is_refused(tmp_path, field, value):
+    # ITK reads a NaN offset as 0 without a word: the image would silently move.
+    path, data, _ = _mha(tmp_path, compress=False)
+    line = next(row for row in data.split(b"\n") if row.startswith(field + b" ="))
+    path.write_bytes(data.replace(line, field + b" = " + value))
+    with pytest.raises(InputError, match=f"its header is corrupt \\({field.decode()} "):
+        ctio.read_ct(path)
