@@ -23,11 +23,18 @@ def _mps_works() -> bool:
     return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
 
 
+def _cuda() -> torch.device:
+    # Every sliding window has the same shape, so cuDNN's search for the fastest convolution pays for
+    # itself after the first step. (A deterministic training run turns it off again.)
+    torch.backends.cudnn.benchmark = True
+    return torch.device("cuda")
+
+
 def resolve_device(choice: str = "auto") -> torch.device:
     """The torch device for a user's choice; CUDA_VISIBLE_DEVICES is honoured because torch honours it."""
     if choice == "auto":
         if _cuda_works():
-            return torch.device("cuda")
+            return _cuda()
         if _mps_works():
             return torch.device("mps")
         return torch.device("cpu")
@@ -40,7 +47,7 @@ def resolve_device(choice: str = "auto") -> torch.device:
                 f"(torch {torch.__version__}, CUDA built: {torch.backends.cuda.is_built()}); "
                 "use --device auto or cpu, or install a CUDA build of torch"
             )
-        return torch.device("cuda")
+        return _cuda()
     if choice == "mps":
         if not _mps_works():
             raise MedDiffFMError("--device mps was asked for, but MPS is not available; use --device auto or cpu")
