@@ -6,6 +6,13 @@ estimates are blended with Gaussian weights; then one update runs on the whole v
 
 Memory: besides the volume x_t itself the estimator keeps two volume-sized buffers (the blended
 estimate and the reciprocal weight sum); per-window work is bounded by the window size and batch.
+
+Skipping windows (`Conditions.active`): a window containing no active voxel is not evaluated. Voxels
+that some evaluated window covers get the Gaussian blend of the evaluated windows only; voxels that
+no evaluated window covers get the noise estimate of a constant clean image,
+    eps = (x_t - sqrt(a_t) v) / sqrt(1 - a_t),   v = Conditions.inactive_value,
+which makes the sampler's x0 estimate there exactly v (air, for the tasks' --skip-air). The
+reciprocal weight sum is 0 on those voxels, which marks them without another volume-sized buffer.
 """
 
 from __future__ import annotations
@@ -61,6 +68,9 @@ class Conditions:
     axes: per-axis coordinates (z, y, x) of the volume in its whole-volume frame; None means the volume
     is the whole volume ([-1, 1] along each axis). use_position=False feeds no position at all.
     control: (C, D, H, W) volume for a ControlNet (low-resolution image, lesion mask), cropped per window.
+    active: bool (D, H, W) on the volume's grid, or None (every window runs): windows containing no
+    active voxel are not evaluated, and voxels no evaluated window covers get the noise estimate of the
+    constant clean image `inactive_value` (in the region's [-1, 1] units; see the module's docstring).
     """
 
     region: int | None = None
@@ -68,6 +78,8 @@ class Conditions:
     axes: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     use_position: bool = True
     control: torch.Tensor | None = None
+    active: torch.Tensor | None = None
+    inactive_value: float = -1.0
 
 
 class Denoiser(Protocol):
@@ -165,7 +177,11 @@ class SlidingWindowEstimator:
         windows: WindowConfig = WindowConfig(),
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        *,
+        alphas_cumprod: torch.Tensor | None = None,
     ):
+        """alphas_cumprod (the schedule's alpha_bar_t) is needed only with `conditions.active`: the
+        estimate on voxels that no evaluated window covers depends on the timestep through it."""
         self.denoiser = denoiser
         self.shape = tuple(int(s) for s in shape)
         self.conditions = conditions
@@ -197,14 +213,40 @@ class SlidingWindowEstimator:
             self.axes = tuple(a.to(self.device, dtype=torch.float32) for a in conditions.axes)
             if tuple(len(a) for a in self.axes) != self.shape:
                 raise ValueError("coordinate axes must match the volume's shape")
+        self.active_boxes = self._active_boxes(conditions.active, alphas_cumprod)
+        self.alphas_cumprod = None if alphas_cumprod is None else alphas_cumprod.detach().to("cpu", torch.float64)
         self._sum = torch.zeros((1, 1, *self.shape), device=self.device, dtype=dtype)
         self._norm = torch.zeros((1, 1, *self.shape), device=self.device, dtype=dtype)
-        for box in self.boxes:
+        for box in self.active_boxes:
             self._norm[(..., *box)] += self._valid_weight(box)
         self._norm.reciprocal_()
+        # Tiles (a non-overlapping tiling by the window size) holding voxels that no evaluated window
+        # covers: there the estimate is filled in analytically, tile by tile, so that the temporaries
+        # stay window-sized. Those voxels' weight sum is 0: their reciprocal becomes the marker 0.
+        self._fill_tiles = []
+        if len(self.active_boxes) < len(self.boxes):
+            self._norm.masked_fill_(torch.isinf(self._norm), 0.0)
+            self._fill_tiles = [
+                tile for tile in _tiling(self.shape, self.window) if not self._norm[(0, 0, *tile)].all()
+            ]
 
     def __len__(self) -> int:
+        """All windows tiling the volume (see `active_windows` for those the network evaluates)."""
         return len(self.boxes)
+
+    @property
+    def active_windows(self) -> int:
+        """Windows the network evaluates at every step."""
+        return len(self.active_boxes)
+
+    def _active_boxes(self, active: torch.Tensor | None, alphas_cumprod: torch.Tensor | None) -> list:
+        if active is None:
+            return list(self.boxes)
+        if alphas_cumprod is None:
+            raise ValueError("skipping windows (Conditions.active) needs the schedule: pass alphas_cumprod=")
+        if tuple(active.shape) != self.shape or active.dtype != torch.bool:
+            raise ValueError(f"Conditions.active must be a bool tensor of the volume's shape {self.shape}")
+        return [box for box in self.boxes if bool(active[box].any())]
 
     def _check_memory(self, first_channels: int, itemsize: int) -> None:
         """Refuse before the run, with the knob to turn, when the estimate exceeds the free memory."""
@@ -257,7 +299,7 @@ class SlidingWindowEstimator:
         internal buffer, valid until the next call."""
         cond = self.conditions
         self._sum.zero_()
-        for group in _chunks(self.boxes, self.batch):
+        for group in _chunks(self.active_boxes, self.batch):
             xs = torch.stack([self._pad(x[0][(slice(None), *box)]) for box in group])
             kwargs = {}
             if cond.use_position:
@@ -275,7 +317,17 @@ class SlidingWindowEstimator:
             for e, box in zip(eps, group):
                 valid = e[(slice(None), *(slice(0, b.stop - b.start) for b in box))]
                 self._sum[(0, slice(None), *box)] += valid * self._valid_weight(box)
-        return self._sum.mul_(self._norm)
+        eps = self._sum.mul_(self._norm)
+        if self._fill_tiles:
+            a_t = float(self.alphas_cumprod[int(t)])
+            shift = math.sqrt(a_t) * float(cond.inactive_value)
+            scale = 1.0 / math.sqrt(1.0 - a_t)
+            for tile in self._fill_tiles:
+                e = eps[(0, 0, *tile)]
+                uncovered = self._norm[(0, 0, *tile)] == 0
+                analytic = (x[(0, 0, *tile)].to(self.device, self.dtype) - shift) * scale
+                e.copy_(torch.where(uncovered, analytic, e))
+        return eps
 
 
     def _evaluate(self, xs, timesteps, region, kwargs) -> torch.Tensor:
@@ -299,6 +351,12 @@ class SlidingWindowEstimator:
                 part = {k: v[start : start + half] for k, v in kwargs.items()}  # every kwarg is per window
                 parts.append(self._evaluate(xs[start : start + half], timesteps[start : start + half], region, part))
             return torch.cat(parts)
+
+
+def _tiling(shape: Sequence[int], tile: Sequence[int]) -> list[tuple[slice, ...]]:
+    """Non-overlapping boxes of (at most) `tile` voxels covering a volume of `shape`."""
+    ranges = [[slice(s, min(s + t, n)) for s in range(0, n, t)] for n, t in zip(shape, tile)]
+    return list(itertools.product(*ranges))
 
 
 def _chunks(items: list, size: int):
