@@ -15,6 +15,12 @@ How the result is composed:
   generated voxels only.
 - RePaint runs in the box: after each step the known part is replaced by the input diffused to that
   step; at the end it is the input itself.
+- Windows of the box that contain no voxel of the generated region are not run through the network:
+  RePaint's update is voxel by voxel, the windows covering a generated voxel all contain it (and see
+  x_t, not other windows' estimates), and every voxel outside the region is replaced by the known
+  image after each step. So the generated voxels do not depend on those windows, and skipping them
+  changes nothing (see Testing/test_skip_windows.py). The constant clean image the estimator assumes
+  on voxels only skipped windows cover is therefore irrelevant; it is left at its default.
 - Back on the input grid: output = input outside M, and the generated image (resampled linearly)
   inside M. The boundary is hard on the input grid; RePaint's resampling is what makes it seamless.
 - Integer inputs (e.g. int16 CT) are written in their own type, generated values rounded.
@@ -38,7 +44,8 @@ from ..regions import check_region, region_index
 from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig, make_generator
 from .common import (
     DEFAULT_MODEL, LoadedModel, add_model_options, check_outputs, check_positive, crop_box, from_unit_tensor,
-    lesion_control, load_model, read_anatomy, require_controlnet, to_unit_tensor, whole_axes, working_grid,
+    lesion_control, load_model, read_anatomy, require_controlnet, to_unit_tensor, whole_axes, window_report,
+    working_grid,
 )
 from .masks import read_mask
 
@@ -110,8 +117,11 @@ def regenerate(
     axes = tuple(a[b] for a, b in zip(whole_axes(generate.shape), box))
     conditions = Conditions(
         region=region_index(region), anatomy=None if anatomy_t is None else anatomy_t[box], axes=axes, control=control,
+        active=unknown[0, 0],
     )
-    estimator = SlidingWindowEstimator(model.net, y.shape[2:], conditions, windows, model.device)
+    estimator = SlidingWindowEstimator(model.net, y.shape[2:], conditions, windows, model.device,
+                                       alphas_cumprod=model.alphas_cumprod)
+    window_report(progress, estimator)
     generator = make_generator(seed)
     timesteps = repaint_timesteps(steps, jump_length, resamplings)
     x = repaint(estimator, model.alphas_cumprod, y, unknown, timesteps, generator, eta=eta, progress=progress, stage=stage)
