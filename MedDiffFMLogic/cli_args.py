@@ -24,18 +24,26 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_windows(parser: argparse.ArgumentParser) -> None:
+def add_windows(parser: argparse.ArgumentParser, skip_air: bool = False) -> None:
+    """The sliding-window options; skip_air=True adds --skip-air (commands whose input shows the body)."""
     group = parser.add_argument_group("sliding window (memory and speed)")
     group.add_argument("--window", type=int, default=None, help="window edge in voxels (default: the model's)")
     group.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
     group.add_argument(
         "--window-batch", type=int, default=None,
-        help="windows per network call (default: as many as fit 256 MB at the first level, at most 4)",
+        help="windows per network call (default: as many as keep the estimated network peak under 1 GiB, at most 4)",
     )
     group.add_argument(
         "--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
         help="network arithmetic: fp32 (default), bf16 (about 2x faster on recent CPUs, ~1%% error), fp16 (CUDA)",
     )
+    if skip_air:
+        group.add_argument(
+            "--skip-air", action="store_true",
+            help="do not run the network on windows wholly outside the body (found by thresholding the input "
+                 "at -500 HU); the clean image there is taken to be air (-1000 HU). Faster when air surrounds "
+                 "the body; changes the result slightly in the air only (default off)",
+        )
 
 
 def window_config(args: argparse.Namespace) -> WindowConfig:
