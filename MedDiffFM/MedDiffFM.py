@@ -25,7 +25,7 @@ from slicer.util import VTKObservationMixin
 
 from MedDiffFMLib import bridge, deps, models, runner
 from MedDiffFMLib.logic import Inputs, Processor
-from MedDiffFMLib.tasks import DEVICES, PRESETS, REGIONS, TASKS, TaskParameters
+from MedDiffFMLib.tasks import DEVICES, PRECISIONS, PRESETS, REGIONS, TASKS, TaskParameters
 
 # The start of the engine's refusal of an image whose values are implausible for a CT (ctio.read_ct);
 # the widget offers to run anyway (--force) when it sees it.
@@ -98,6 +98,8 @@ class MedDiffFMParameterNode:
     region: Annotated[str, Choice(list(REGIONS))] = "chest"
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     steps: Annotated[int, WithinRange(0, 1000)] = 0
+    precision: Annotated[str, Choice(list(PRECISIONS))] = "fp32"
+    skipAir: bool = False
     noiseLevel: Annotated[float, WithinRange(0.0, 1000.0)] = 0.0
     strength: Annotated[float, WithinRange(0.1, 5.0)] = 1.0
     anomalyThreshold: Annotated[float, WithinRange(0.0, 3000.0)] = 0.0
@@ -121,6 +123,7 @@ class MedDiffFMParameterNode:
 def taskParameters(p: MedDiffFMParameterNode) -> TaskParameters:
     return TaskParameters(
         region=p.region, model=p.model, device=p.device, preset=p.preset, seed=p.seed, steps=p.steps,
+        precision=p.precision, skip_air=p.skipAir,
         noise_level=p.noiseLevel, strength=p.strength, threshold=p.anomalyThreshold, inpaint_lesion=p.inpaintLesion,
         factor=p.superresFactor, spacing=p.superresSpacing, size=(p.synthSizeX, p.synthSizeY, p.synthSizeZ),
         synth_spacing=p.synthSpacing,

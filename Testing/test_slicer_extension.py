@@ -16,7 +16,7 @@ MODULE_DIR = ROOT / "MedDiffFM"
 sys.path.insert(0, str(MODULE_DIR))
 
 from MedDiffFMLib import deps, models  # noqa: E402
-from MedDiffFMLib.tasks import TASKS, TaskParameters, engine_arguments, output_files  # noqa: E402
+from MedDiffFMLib.tasks import SKIP_AIR_TASKS, TASKS, TaskParameters, engine_arguments, output_files  # noqa: E402
 
 
 def _cmake_list(text: str, variable: str) -> list[str]:
@@ -80,9 +80,11 @@ def test_the_arguments_the_module_builds_parse_with_the_engines_cli(task, tmp_pa
     if TASKS[task].segment is None:
         files.pop("mask")
     params = TaskParameters(region="abdomen", preset="fast", seed=7, steps=3, noise_level=12.5, strength=1.5,
-                            threshold=40.0, inpaint_lesion=True, factor=4.0, synth_spacing=1.5, device="cpu")
+                            threshold=40.0, inpaint_lesion=True, factor=4.0, synth_spacing=1.5, device="cpu",
+                            precision="bf16", skip_air=True)
     args = build_parser().parse_args([task, *engine_arguments(task, params, files), "--progress", "json"])
     assert args.command == task and args.region == "abdomen" and args.seed == 7 and args.steps == 3
+    assert args.precision == "bf16" and getattr(args, "skip_air", False) == (task in SKIP_AIR_TASKS)
     assert args.device == "cpu" and args.output == files["output"] and args.progress == "json"
     assert args.anatomy == files["anatomy"]
     if TASKS[task].needs_volume:
@@ -100,3 +102,16 @@ def test_the_arguments_the_module_builds_parse_with_the_engines_cli(task, tmp_pa
         del files["anatomy"]
         plain = build_parser().parse_args([task, *engine_arguments(task, params, files)])
         assert plain.size == (64, 64, 64) and plain.spacing == (1.5, 1.5, 1.5) and plain.anatomy is None
+
+
+def test_batch_options_reach_the_task_parameters():
+    from MedDiffFMLib import batch
+
+    args = batch.build_parser().parse_args(["--task", "denoise", "--input", "in", "--output", "out",
+                                            "--precision", "bf16", "--skip-air"])
+    params = batch.parameters(args)
+    assert params.precision == "bf16" and params.skip_air
+    plain = batch.parameters(batch.build_parser().parse_args(["--task", "denoise", "--output", "out"]))
+    assert plain.precision == "fp32" and not plain.skip_air
+    with pytest.raises(ValueError, match="unknown precision"):
+        TaskParameters(precision="fp64").check("denoise")

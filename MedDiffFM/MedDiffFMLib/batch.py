@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import bridge, logic, runner
-from .tasks import DEVICES, PRESETS, REGIONS, TASKS, TaskParameters
+from .tasks import DEVICES, PRECISIONS, PRESETS, REGIONS, SKIP_AIR_TASKS, TASKS, TaskParameters
 
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="", help="model name or card path (default: the engine's)")
     p.add_argument("--steps", type=int, default=0, help="sampling steps (default: the preset's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="network arithmetic: fp32, bf16 (about 2x faster on recent CPUs and GPUs, ~1%% error), fp16 (CUDA)")
+    p.add_argument("--skip-air", action="store_true",
+                   help=f"{', '.join(SKIP_AIR_TASKS)}: do not run the network on windows wholly outside the body")
     p.add_argument("--noise-level", type=float, default=0.0, help="denoise: noise in HU (default: estimated)")
     p.add_argument("--strength", type=float, default=1.0, help="denoise: multiplies the noise level")
     p.add_argument("--threshold", type=float, default=0.0, help="anomaly: HU threshold (default: the engine's)")
@@ -81,7 +85,7 @@ def parameters(args) -> TaskParameters:
     return TaskParameters(
         region=args.region, model=args.model, device=args.device, preset=args.preset, seed=args.seed,
         steps=args.steps, noise_level=args.noise_level, strength=args.strength, threshold=args.threshold,
-        factor=args.factor, spacing=args.spacing, size=size,
+        factor=args.factor, spacing=args.spacing, size=size, precision=args.precision, skip_air=args.skip_air,
     )
 
 

@@ -12,6 +12,11 @@ REGIONS = ("head_neck", "chest", "abdomen")
 LESION_CONTROLNET = "meddifffm-lesion-demo"
 DEVICES = ("auto", "cpu", "cuda")
 PRESETS = ("fast", "balanced", "quality")
+# The engine's --precision: fp32 exact; bf16 about 2x faster on recent CPUs and GPUs (about 1 % error);
+# fp16 on CUDA only.
+PRECISIONS = ("fp32", "bf16", "fp16")
+# Tasks with the engine's --skip-air: their input shows where the body is.
+SKIP_AIR_TASKS = ("denoise", "anomaly", "superres")
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,8 @@ class TaskParameters:
     preset: str = "balanced"
     seed: int = 0
     steps: int = 0  # sampling steps; 0 = the preset's
+    precision: str = "fp32"
+    skip_air: bool = False  # skip windows wholly outside the body (denoise, anomaly, super-resolution)
     # Denoise: noise_level in HU (0 = estimate it from the image), strength multiplies it.
     noise_level: float = 0.0
     strength: float = 1.0
@@ -122,6 +129,8 @@ class TaskParameters:
             raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if task == "denoise" and (self.strength <= 0 or self.noise_level < 0):
             raise ValueError("denoising needs a positive strength and a noise level of 0 (estimate) or more")
         if task == "superres" and self.spacing <= 0 and self.factor <= 1:
@@ -180,6 +189,9 @@ def engine_arguments(task: str, params: TaskParameters, files: dict[str, str]) -
     if params.model:
         args += ["--model", params.model]
     args += ["--steps", str(params.steps or preset.steps[task]), "--overlap", _number(preset.overlap)]
+    args += ["--precision", params.precision]
+    if params.skip_air and task in SKIP_AIR_TASKS:
+        args.append("--skip-air")
     args += ["--device", params.device, "--seed", str(int(params.seed))]
     args += list(params.extra)
     return args
