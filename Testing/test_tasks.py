@@ -122,6 +122,20 @@ def test_denoise_native_grid_uses_the_input_itself(tmp_path, models):
         denoise.denoise_image(image, denoise.DenoiseConfig(noise_level=-1.0), model)
 
 
+def test_denoise_keeps_air_as_air_in_a_narrow_window(tmp_path, models):
+    # The abdomen window is [-120, 240] HU: air reaches the network as -120 HU, and a model may return
+    # it as -110 HU, which is no edge value; the input's -1000 must come back instead.
+    phantom = make_phantom(PhantomConfig(region="abdomen", size=(32, 32, 16), spacing=(4.0, 4.0, 4.0), seed=5))
+    image = phantom.image
+    model = load_model(models["base"], "cpu")
+    result, _ = denoise.denoise_image(image, denoise.DenoiseConfig(region="abdomen", noise_level=20.0, steps=2), model)
+    out, original = ctio.to_array(result), ctio.to_array(image)
+    air = original < -500.0
+    assert air.any() and np.array_equal(out[air], original[air])
+    tissue = (original > -60.0) & (original < 200.0)
+    assert not np.array_equal(out[tissue], original[tissue])  # inside the window the model still works
+
+
 # ------------------------------------------------------------------------------------------- inpaint
 
 

@@ -21,7 +21,8 @@ DiffPIR's data step then blends with the input there. Faster on scans with much 
 the result changes slightly in the air only.
 
 HU window: the network sees the region's window only. Where the result sits at the window's edge (the
-true value is beyond it, e.g. bone in the chest window), the output keeps the input's value.
+true value is beyond it, e.g. bone in the chest window), or the input lies beyond the window by more
+than 3 noise standard deviations (air in the abdomen window), the output keeps the input's value.
 """
 
 from __future__ import annotations
@@ -138,11 +139,26 @@ def denoise_image(image: sitk.Image, config: DenoiseConfig, model: LoadedModel,
         # edge by the threshold (measured: 42.2 dB against 47.1 dB on quarter-dose chest phantoms).
         spread = 1.4826 * float(np.median(np.abs(detail - np.median(detail))))
         out += np.where(np.abs(detail) > 3.0 * spread, detail, 0.0)
-    low, high = HU_WINDOWS[config.region]
-    margin = 0.01 * (high - low)
-    saturated = (out <= low + margin) | (out >= high - margin)
-    out = np.where(saturated, original, out).astype(np.float32)
+    out = np.where(beyond_window(original, out, config.region, input_noise), original, out).astype(np.float32)
     return ctio.from_array(out, image), info
+
+
+# How far beyond the window, in noise standard deviations, an input value must lie to be certainly
+# beyond it: noise alone crosses 3 sigma for about one voxel in 700 (one-sided).
+BEYOND_SIGMAS = 3.0
+
+
+def beyond_window(original: np.ndarray, result: np.ndarray, region: str, noise_hu: float) -> np.ndarray:
+    """Where the output must keep the input: the network sees only the region's HU window, so it knows
+    nothing of values beyond it. That is where the result sits at the window's edge (bone in the chest
+    window), and where the input lies beyond the window by more than its noise explains (air around
+    the body in the abdomen window [-120, 240] HU, which the model may render at -110 HU, not at the
+    edge)."""
+    low, high = HU_WINDOWS[region]
+    margin = 0.01 * (high - low)
+    saturated = (result <= low + margin) | (result >= high - margin)
+    certain = BEYOND_SIGMAS * noise_hu
+    return saturated | (original < low - certain) | (original > high + certain)
 
 
 def run(config: DenoiseConfig, input: str | os.PathLike, output: str | os.PathLike,
