@@ -19,11 +19,19 @@ largest difference of the final samples.
 Peak memory is the VmHWM growth of one child process per (method, size), on Linux. Prints one JSON
 document; nothing here is a test.
 
+`--tasks` adds a "tasks" section: each task's own `run()` on a phantom, with our sliding-window
+estimator and with MONAI's `sliding_window_inference` in its place (the tasks' DiffPIR and RePaint
+loops are ours in both: MONAI has none), each in a child process that reports seconds, voxel-steps
+and peak memory; the outputs and the first noise estimates of the two are compared. How, and what the
+figures mean: `speed_tasks.py`.
+
     .venv/bin/python benchmarks/speed.py                      # 64^3 .. 256x256x128, ours and baseline
     .venv/bin/python benchmarks/speed.py --full               # adds 512x512x300 (ours only: memory)
     .venv/bin/python benchmarks/speed.py --memory-curve       # peak memory against volume size
     .venv/bin/python benchmarks/speed.py --sizes --denoise-memory 256,256,128 512,512,300
                                   # peak memory of whole `meddifffm denoise` runs (one DiffPIR step)
+    .venv/bin/python benchmarks/speed.py --sizes --threads 1 --tasks      # every task, 64^3 and 128x128x64
+    .venv/bin/python benchmarks/speed.py --sizes --tasks denoise lesion --task-sizes 256,256,128
 """
 
 from __future__ import annotations
@@ -43,6 +51,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import peakmem  # noqa: E402  (benchmarks/, the script's folder)
+from peakmem import PeakGrowth  # noqa: E402
+import speed_tasks  # noqa: E402
 from MedDiffFMLogic.network import PRESETS, MedDiffFMNet, coordinate_grid, whole_volume_axes  # noqa: E402
 from MedDiffFMLogic.sampling import (  # noqa: E402
     Conditions, SlidingWindowEstimator, WindowConfig, auto_window_batch, make_generator, sample,
@@ -152,33 +163,25 @@ MEMORY_CHILD = "--memory-child"
 
 
 def memory_child(args) -> None:
-    """Runs in a child process: peak RSS growth (KiB) of one sampling run of one method and size."""
+    """Runs in a child process: peak RSS growth (MiB) of one sampling run of one method and size."""
     torch.set_num_threads(args.threads)
     shape = tuple(int(v) for v in args.size.split(","))
     net = build_net(args, fused_attention=args.method == "ours")
     warm = (net.config.window_size,) * 3
     run_ours(net, warm, argparse.Namespace(**{**vars(args), "steps": 1}), torch.zeros((1, 1, *warm)))
 
-    def status_kib(key):
-        for line in open("/proc/self/status"):
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-
-    with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM: only this run's peak counts
-        f.write("5")
-    base = status_kib("VmRSS")
-    x = torch.randn((1, 1, *shape), generator=make_generator(args.seed))
-    start = time.perf_counter()
-    if args.method == "ours":
-        run_ours(net, shape, args, x)
-    else:
-        run_baseline(net, shape, args, x, 1)
-    print(json.dumps({"peak_growth_mib": round((status_kib("VmHWM") - base) / 1024, 1),
-                      "seconds": round(time.perf_counter() - start, 1)}))
+    with PeakGrowth() as peak:  # the initial noise counts, as the sampler's own volumes do
+        x = torch.randn((1, 1, *shape), generator=make_generator(args.seed))
+        start = time.perf_counter()
+        if args.method == "ours":
+            run_ours(net, shape, args, x)
+        else:
+            run_baseline(net, shape, args, x, 1)
+    print(json.dumps({"peak_growth_mib": peak.mib, "seconds": round(time.perf_counter() - start, 1)}))
 
 
 def measure_memory(args, shape, method: str) -> dict:
-    if not sys.platform.startswith("linux"):
+    if not peakmem.supported():
         return {"skipped": "peak memory is read from /proc (Linux only)"}
     command = [sys.executable, __file__, MEMORY_CHILD, "--method", method, "--size", ",".join(map(str, shape)),
                "--steps", str(args.steps), "--threads", str(args.threads), "--overlap", str(args.overlap),
@@ -186,10 +189,9 @@ def measure_memory(args, shape, method: str) -> dict:
     for flag, value in (("--model", args.model), ("--window", args.window), ("--batch", args.batch)):
         if value:
             command += [flag, str(value)]
-    out = subprocess.run(command, capture_output=True, text=True)
-    if out.returncode != 0:
-        return {"failed": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
-    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    measured = peakmem.run_child(command)
+    if "failed" in measured:
+        return measured
     volume_mib = math.prod(shape) * 4 / 2**20
     measured["volume_mib"] = round(volume_mib, 1)
     measured["peak_in_volumes"] = round(measured["peak_growth_mib"] / volume_mib, 2)
@@ -250,12 +252,20 @@ def main(argv=None) -> None:
     p.add_argument("--ours-only", action="store_true")
     p.add_argument("--denoise-memory", nargs="*", default=[], metavar="X,Y,Z",
                    help="peak memory of whole denoise runs at these sizes (ascending)")
+    p.add_argument("--tasks", nargs="*", choices=speed_tasks.TASKS, default=None,
+                   help="also each task's run(), ours and with MONAI's sliding window (no names: all)")
+    p.add_argument("--task-sizes", nargs="*", default=list(speed_tasks.DEFAULT_TASK_SIZES), metavar="X,Y,Z",
+                   help="working-grid volumes of the task runs (default 64,64,64 128,128,64)")
     p.add_argument(MEMORY_CHILD, action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(speed_tasks.TASK_CHILD, metavar="SPEC", help=argparse.SUPPRESS)
     p.add_argument("--method", default="ours", help=argparse.SUPPRESS)
     p.add_argument("--size", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_child:
         memory_child(args)
+        return
+    if args.task_child:
+        speed_tasks.task_child(args.task_child, args.method, args.threads, args.model or speed_tasks.DEFAULT_MODEL)
         return
 
     def zyx(text):
@@ -266,7 +276,7 @@ def main(argv=None) -> None:
         "benchmark": "whole-volume sampling: ours vs MONAI sliding_window_inference + DDIMScheduler.step",
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "threads": args.threads, "torch": torch.__version__},
-        "model": args.model or f"preset {args.preset} (random weights)",
+        "model": args.model or f"preset {args.preset} (random weights)",  # of the sampling-core runs
         "command": "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "runs": [],
     }
@@ -296,6 +306,11 @@ def main(argv=None) -> None:
                 denoise_memory(args, tuple(int(v) for v in text.split(",")), Path(folder))
                 for text in args.denoise_memory
             ]
+    if not (args.sizes or args.full or args.memory_curve):
+        del report["model"]  # no sampling-core run (the tasks section names its models)
+    if args.tasks is not None:
+        args.tasks = args.tasks or list(speed_tasks.TASKS)
+        report["tasks"] = speed_tasks.measure_tasks(args, __file__, log=lambda line: print(line, file=sys.stderr))
     print(json.dumps(report, indent=2))
 
 
