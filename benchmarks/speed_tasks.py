@@ -49,8 +49,8 @@ percentile and mean |difference|). A task's clean-image estimate x0 = (x_t - sqr
 sqrt(a_t) multiplies estimate differences by 1 / sqrt(a_t): about 13 at anomaly's t = 950 and 2e4 at
 t = 999, where superres and synthesize start, so at the one step run here their outputs differ by up to
 the window's width where the weight maps differ (with their default 50 steps the first estimate's
-weight in the result is small). denoise's largest differences are voxels that cross its window-edge
-rule (the input is kept where the result saturates). inpaint and lesion use only windows' centres.
+weight in the result is small). denoise, at t = 3, passes sqrt(1 - a_t) ~ 0.012 of the estimate's
+difference on (up to about 20 HU). inpaint and lesion use only windows' centres.
 
 --skip-air (denoise): when the task has it, ours also runs with it on the same input (the estimate
 is compared inside the body, where the task uses it), against the same baseline.
