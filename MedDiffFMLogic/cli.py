@@ -159,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress(mode)
     force = ctio.allow_unusual_hu() if getattr(args, "force", False) else contextlib.nullcontext()
     try:
+        threads = getattr(args, "threads", None)  # None or 0: torch's own choice
+        if threads is not None and threads < 0:
+            raise InputError(f"--threads must be a positive number (0: one per core), got {threads}")
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         with _sigterm_as_interrupt(), force:
             outputs = args.run(args, progress)
     except MedDiffFMError as exc:

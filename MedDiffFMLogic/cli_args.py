@@ -37,6 +37,10 @@ def add_windows(parser: argparse.ArgumentParser, skip_air: bool = False) -> None
         "--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
         help="network arithmetic: fp32 (default), bf16 (about 2x faster on recent CPUs, ~1%% error), fp16 (CUDA)",
     )
+    group.add_argument(
+        "--threads", type=int, default=None,
+        help="CPU threads for the network (default: torch's, one per core); fewer leaves cores to other work",
+    )
     if skip_air:
         group.add_argument(
             "--skip-air", action="store_true",

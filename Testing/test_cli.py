@@ -106,3 +106,14 @@ def test_the_engine_never_imports_slicer_qt_ctk_or_vtk():
     pattern = re.compile(r"^\s*(import|from)\s+(slicer|qt|ctk|vtk)\b", re.MULTILINE)
     offenders = [str(p) for p in ENGINE.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_threads_option_sets_torch_threads_and_refuses_negative(tmp_path, tiny_model_card, capsys):
+    import torch
+
+    torch.set_num_threads(2)
+    base = ["synthesize", "-o", str(tmp_path / "s.nii.gz"), "--size", "16,16,16", "--model", str(tiny_model_card),
+            "--steps", "1", "--progress", "none"]
+    assert main([*base, "--threads", "1"]) == 0 and torch.get_num_threads() == 1
+    assert main([*base, "--threads", "-1"]) == 1
+    assert "--threads must be a positive number" in capsys.readouterr().err
