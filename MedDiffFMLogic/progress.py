@@ -2,6 +2,7 @@
 
 JSON protocol, one object per line on stdout:
   {"stage": "sampling", "step": 3, "total": 50, "message": "t=940"}   while working
+  {"stage": "windows", "step": 0, "total": 0, "message": "..."}       news between stages (no steps)
   {"stage": "done", "outputs": {"image": "/path/out.nii.gz"}}          once, at the end
   {"stage": "error", "error": "what went wrong and what to do"}        once, on failure (exit code != 0)
 """
@@ -52,6 +53,15 @@ class Progress:
             self._bar.update(int(step) - self._bar.n)
             if message:
                 self._bar.set_postfix_str(message, refresh=False)
+
+    def note(self, stage: str, message: str) -> None:
+        """A one-off piece of news between stages (e.g. how many windows need the network): a JSON
+        line with no steps, or a line of text above the bar."""
+        self._close_bar()
+        if self.mode == "json":
+            self._emit({"stage": stage, "step": 0, "total": 0, "message": message})
+        elif self.mode == "bar":
+            print(f"{stage}: {message}", file=sys.stderr)
 
     def done(self, outputs: dict[str, str]) -> None:
         self._close_bar()

@@ -117,3 +117,18 @@ def test_threads_option_sets_torch_threads_and_refuses_negative(tmp_path, tiny_m
     assert main([*base, "--threads", "1"]) == 0 and torch.get_num_threads() == 1
     assert main([*base, "--threads", "-1"]) == 1
     assert "--threads must be a positive number" in capsys.readouterr().err
+
+
+def test_a_progress_note_is_a_json_line_without_steps_or_a_line_of_text(capsys):
+    import io
+
+    from MedDiffFMLogic.progress import Progress
+
+    stream = io.StringIO()
+    Progress("json", stream).note("windows", "53 of 75 windows per step need the network")
+    assert _json_lines(stream.getvalue()) == [
+        {"stage": "windows", "step": 0, "total": 0, "message": "53 of 75 windows per step need the network"}]
+    Progress("bar").note("windows", "53 of 75 windows per step need the network")
+    assert capsys.readouterr().err == "windows: 53 of 75 windows per step need the network\n"
+    Progress("none").note("windows", "ignored")
+    assert capsys.readouterr() == ("", "")

@@ -184,7 +184,7 @@ def air_skip(hu_on_grid: sitk.Image | np.ndarray | None, region: str) -> dict:
 def window_report(progress, estimator) -> None:
     """Say how many windows the network evaluates per step, when some are skipped."""
     if estimator.active_windows < len(estimator):
-        progress.start("windows", 0, f"{estimator.active_windows} of {len(estimator)} windows per step need the network")
+        progress.note("windows", f"{estimator.active_windows} of {len(estimator)} windows per step need the network")
 
 
 # ----------------------------------------------------------------------------------------- ControlNet inputs
