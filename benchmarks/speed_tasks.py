@@ -135,8 +135,8 @@ def estimate_with_monai_weights() -> torch.Tensor:
     sampling.gaussian_window = lambda size, sigma_scale, device, dtype: compute_importance_map(
         tuple(size), "gaussian", sigma_scale, device, dtype)
     try:
-        kwargs = {"alphas_cumprod": est.alphas_cumprod} if getattr(est, "alphas_cumprod", None) is not None else {}
-        same = SlidingWindowEstimator(est.denoiser, est.shape, est.conditions, est.windows, est.device, est.dtype, **kwargs)
+        same = SlidingWindowEstimator(est.denoiser, est.shape, est.conditions, est.windows, est.device, est.dtype,
+                                      alphas_cumprod=est.alphas_cumprod)
     finally:
         sampling.gaussian_window = ours_window
     return same(FIRST["x"], FIRST["t"]).clone()

@@ -93,7 +93,7 @@ def anomaly_map(image: sitk.Image, config: AnomalyConfig, model: LoadedModel,
     skip = air_skip(work if config.skip_air else None, config.region)
     estimator = SlidingWindowEstimator(
         model.net, y.shape[2:], Conditions(region=region_index(config.region), anatomy=anatomy, **skip),
-        config.windows, model.device, **({"alphas_cumprod": model.alphas_cumprod} if skip else {}),
+        config.windows, model.device, alphas_cumprod=model.alphas_cumprod,
     )
     window_report(progress, estimator)
     seeds = [config.seed + k for k in range(config.seeds)]

@@ -116,7 +116,7 @@ def denoise_image(image: sitk.Image, config: DenoiseConfig, model: LoadedModel,
     skip = air_skip(work if config.skip_air else None, config.region)
     estimator = SlidingWindowEstimator(
         model.net, y.shape[2:], Conditions(region=region_index(config.region), anatomy=anatomy, **skip),
-        config.windows, model.device, **({"alphas_cumprod": model.alphas_cumprod} if skip else {}),
+        config.windows, model.device, alphas_cumprod=model.alphas_cumprod,
     )
     info.windows = (estimator.active_windows, len(estimator))
     window_report(progress, estimator)

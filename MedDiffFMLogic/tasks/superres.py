@@ -151,7 +151,7 @@ def super_resolve(image: sitk.Image, config: SuperresConfig, model: LoadedModel,
     skip = air_skip(ctio.resample_onto(image, work, "linear") if config.skip_air else None, config.region)
     estimator = SlidingWindowEstimator(
         model.net, shape, Conditions(region=region_index(config.region), anatomy=anatomy, control=control, **skip),
-        config.windows, model.device, **({"alphas_cumprod": model.alphas_cumprod} if skip else {}),
+        config.windows, model.device, alphas_cumprod=model.alphas_cumprod,
     )
     window_report(progress, estimator)
     generator = make_generator(config.seed)
