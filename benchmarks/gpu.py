@@ -89,17 +89,17 @@ def random_model_card(preset: str, spacing_mm: float, folder: Path) -> Path:
                       description=f"{preset} preset with random weights, for timing only")
 
 
-def phantom_ct(size_xyz, spacing, path: Path) -> Path:
-    """A low-dose chest phantom resampled onto size_xyz voxels of `spacing`, as int16 NIfTI."""
+def phantom_ct(size_xyz, spacing, path: Path, coarse=(96, 96, 64), seed: int = 10002) -> Path:
+    """A quarter-dose chest phantom, simulated on `coarse` voxels over the same field of view (cheap)
+    and resampled onto size_xyz voxels of `spacing`, as int16 NIfTI."""
     import SimpleITK as sitk
 
     from MedDiffFMLogic.phantoms import PhantomConfig, make_phantom, simulate_low_dose
 
     extent = [n * s for n, s in zip(size_xyz, spacing)]
-    coarse = tuple(min(n, c) for n, c in zip(size_xyz, (96, 96, 64)))  # the anatomy, cheap to simulate
-    phantom = make_phantom(PhantomConfig(region="chest", size=coarse,
-                                         spacing=tuple(e / n for e, n in zip(extent, coarse)), seed=10002))
-    noisy = simulate_low_dose(phantom.image, 0.25, seed=10002)
+    phantom = make_phantom(PhantomConfig(region="chest", size=tuple(coarse),
+                                         spacing=tuple(e / n for e, n in zip(extent, coarse)), seed=seed))
+    noisy = simulate_low_dose(phantom.image, 0.25, seed=seed)
     grid = sitk.Image([int(n) for n in size_xyz], sitk.sitkFloat32)
     grid.SetSpacing([float(s) for s in spacing])
     grid.SetOrigin([-(e - s) / 2 for e, s in zip(extent, spacing)])
@@ -149,7 +149,8 @@ def main(argv=None) -> None:
         folder = Path(folder)
         ct_size, ct_spacing = sizes["ct"]
         card = random_model_card(sizes["preset"], max(ct_spacing), folder / "model")
-        ct = phantom_ct(ct_size, ct_spacing, folder / "ct.nii.gz") if "denoise" in args.tasks else None
+        coarse = tuple(min(n, c) for n, c in zip(ct_size, (96, 96, 64)))
+        ct = phantom_ct(ct_size, ct_spacing, folder / "ct.nii.gz", coarse) if "denoise" in args.tasks else None
         synth_size, synth_spacing = sizes["synthesis"]
         for precision in args.precisions:
             windows = WindowConfig(batch=args.window_batch, precision=precision)

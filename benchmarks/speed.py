@@ -203,19 +203,11 @@ def denoise_memory(args, size_xyz: tuple[int, int, int], folder: Path) -> dict:
     on a chest phantom resampled to `size_xyz` voxels over a 358 x 358 x 300 mm field of view."""
     import resource
 
-    import SimpleITK as sitk
-
-    from MedDiffFMLogic import ctio
-    from MedDiffFMLogic.phantoms import PhantomConfig, make_phantom, simulate_low_dose
+    from gpu import phantom_ct
 
     extent = (358.0, 358.0, 300.0)
-    phantom = make_phantom(PhantomConfig(region="chest", size=(128, 128, 96), spacing=(2.8, 2.8, 3.125), seed=10001))
-    noisy = simulate_low_dose(phantom.image, 0.25, seed=10001)
-    grid = sitk.Image([int(n) for n in size_xyz], sitk.sitkFloat32)
-    grid.SetSpacing([e / n for e, n in zip(extent, size_xyz)])
-    grid.SetOrigin([-(e - e / n) / 2 for e, n in zip(extent, size_xyz)])
-    source = folder / f"ct_{'x'.join(map(str, size_xyz))}.nii"
-    ctio.write_image(sitk.Cast(ctio.resample_onto(noisy, grid, "linear", -1000.0), sitk.sitkInt16), source)
+    source = phantom_ct(size_xyz, [e / n for e, n in zip(extent, size_xyz)],
+                        folder / f"ct_{'x'.join(map(str, size_xyz))}.nii", coarse=(128, 128, 96), seed=10001)
     command = [sys.executable, "-m", "MedDiffFMLogic", "denoise", str(source), "-o", str(folder / "out.nii"),
                "--steps", "1", "--noise-level", "20", "--progress", "none"]
     if args.model:
