@@ -266,7 +266,8 @@ def _dicom_series_files(folder: Path, series_uid: str | None) -> list[str]:
         raise InputError(f"{folder}: no DICOM series with UID {series_uid}; the folder holds {listing()}")
     names = files(series_uid)
     _check_slice_positions(folder, names)
-    _warn_unread_dicom(folder, [name for uid in uids for name in files(uid)])
+    # Each files() call rescans the folder: the series already listed is not listed again.
+    _warn_unread_dicom(folder, [name for uid in uids for name in (names if uid == series_uid else files(uid))])
     return names
 
 
