@@ -212,17 +212,30 @@ def test_a_single_compact_lesion_leaves_no_window_to_skip(tiny_model_card, monke
     image = sitk.GetImageFromArray(np.full(mask.shape, 40.0, np.float32))
     image.SetSpacing((4.0, 4.0, 4.0))
     model = load_model(str(tiny_model_card), "cpu")
-    seen = []
+    made = _record_estimators(monkeypatch, inpaint)
+    inpaint.regenerate(image, mask, model, region="abdomen", steps=1, jump_length=1, resamplings=1, eta=1.0,
+                       seed=0, windows=WindowConfig())
+    assert [_windows(e) for e in made] == [(8, 8)]
+
+
+def _record_estimators(monkeypatch, *task_modules) -> list:
+    """Every estimator the given task modules make from now on, in order (the tasks construct it by the
+    name they import)."""
+    made = []
 
     class Recording(SlidingWindowEstimator):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            seen.append((self.active_windows, len(self)))
+            made.append(self)
 
-    monkeypatch.setattr(inpaint, "SlidingWindowEstimator", Recording)
-    inpaint.regenerate(image, mask, model, region="abdomen", steps=1, jump_length=1, resamplings=1, eta=1.0,
-                       seed=0, windows=WindowConfig())
-    assert seen == [(8, 8)]
+    for module in task_modules:
+        monkeypatch.setattr(module, "SlidingWindowEstimator", Recording)
+    return made
+
+
+def _windows(estimator) -> tuple[int, int]:
+    """(windows the network evaluates, all windows)."""
+    return estimator.active_windows, len(estimator)
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -241,14 +254,7 @@ def test_skip_air_flag_parses_and_reaches_the_estimator(tmp_path, tiny_model_car
 
     hu = _body_phantom(shape=(80, 32, 32), noise_hu=20.0)
     ct = ctio.write_image(ctio.from_array(hu, _grid(hu.shape)), tmp_path / "ct.nrrd")
-    made = []
-
-    class Recording(SlidingWindowEstimator):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(denoise, "SlidingWindowEstimator", Recording)
+    made = _record_estimators(monkeypatch, denoise)
     for flag in ([], ["--skip-air"]):
         code = main(["denoise", str(ct), "-o", str(tmp_path / "out.nrrd"), "--model", str(tiny_model_card),
                      "--steps", "1", "--noise-level", "20", "--region", "abdomen", "--progress", "json", *flag])
@@ -268,20 +274,12 @@ def _grid(shape) -> sitk.Image:
 
 def test_anomaly_and_superres_skip_air_run_fewer_windows(tmp_path, tiny_model_card, monkeypatch):
     hu = _body_phantom(shape=(84, 32, 32), body_from=60, noise_hu=20.0)
-    made = []
-
-    class Recording(SlidingWindowEstimator):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append((self.active_windows, len(self)))
-
-    monkeypatch.setattr(anomaly, "SlidingWindowEstimator", Recording)
-    monkeypatch.setattr(superres, "SlidingWindowEstimator", Recording)
+    made = _record_estimators(monkeypatch, anomaly, superres)
     model = load_model(str(tiny_model_card), "cpu")
     image = ctio.from_array(hu, _grid(hu.shape))
     config = anomaly.AnomalyConfig(region="abdomen", steps=1, t_start=500, skip_air=True)
     result = anomaly.anomaly_map(image, config, model)
-    assert made[-1] == (2, 4)  # z windows at 0, 24, 48 and 52: the last two reach the body
+    assert _windows(made[-1]) == (2, 4)  # z windows at 0, 24, 48 and 52: the last two reach the body
     # the air only skipped windows cover (z < 48) is reconstructed as air: no anomaly there
     assert np.abs(ctio.to_array(result.map)[:46]).max() < 0.01
 
@@ -295,4 +293,4 @@ def test_anomaly_and_superres_skip_air_run_fewer_windows(tmp_path, tiny_model_ca
     low.SetSpacing((4.0, 4.0, 12.0))
     controlled = load_model(str(tiny_model_card), "cpu", str(card))
     superres.super_resolve(low, superres.SuperresConfig(region="abdomen", factor=3, steps=1, skip_air=True), controlled)
-    assert made[-1] == (2, 4)
+    assert _windows(made[-1]) == (2, 4)
