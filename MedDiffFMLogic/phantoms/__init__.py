@@ -1,10 +1,16 @@
 """Procedural CT phantoms: anatomy with TotalSegmentator labels, lesions, and a low-dose scanner model.
 
-Public entry points (unchanged from the single-module phantoms.py): ``PhantomConfig``, ``Phantom``,
-``make_phantom``, ``organ_mean_hu``, ``simulate_low_dose``, ``REFERENCE_HU_RANGES``, ``LESION_MODELS``.
+Public entry points: ``PhantomConfig``, ``Phantom``, ``make_phantom``, ``organ_mean_hu``,
+``simulate_low_dose``, ``REFERENCE_HU_RANGES``, ``LESION_MODELS``. What is modelled: seeds/phantoms.md.
+
+Modules: ``config`` (settings, reference tables), ``atlas`` (nominal body tables), ``shapes`` (implicit
+shapes, trees, the canvas), ``body`` with ``chest``, ``abdomen``, ``skeleton``, ``head_neck`` (the body
+model, painted by region), ``lesions``, ``textures`` (texture and blur), ``generate`` (assembly),
+``scanner`` (low-dose noise).
 """
 
-from ._legacy import LESION_MODELS, REFERENCE_HU_RANGES, Phantom, PhantomConfig, make_phantom, organ_mean_hu
+from .config import LESION_MODELS, REFERENCE_HU_RANGES, Phantom, PhantomConfig
+from .generate import make_phantom, organ_mean_hu
 from .scanner import DEFAULT_FULL_DOSE_PHOTONS, MU_WATER_PER_MM, simulate_low_dose
 
 __all__ = [

@@ -1,0 +1,223 @@
+"""The body model: every random anatomical parameter drawn up front (grid-independent), then painted.
+
+One adult body, head to pelvis, in nominal millimetres (LPS, supine). A region is a z window of it.
+The painting is split by concern into mixins: ``chest.py`` (lungs, mediastinum, great vessels),
+``abdomen.py`` (abdominal organs, bowel), ``skeleton.py`` (spine, ribs, shoulder girdle, pelvis) and
+``head_neck.py`` (neck, skull, brain, face).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..anatomy import BODY_LABEL
+from .abdomen import AbdomenMixin
+from .atlas import _FACE_C, _FACE_SEMI, _HEAD_C, _HEAD_SEMI, _REGION_Z_RANGE, _SPINE_CANAL, _SPINE_RX, _SPINE_RY
+from .atlas import _SPINE_SP, _SPINE_TP, _SPINE_Y, _SPINE_Z, _TORSO_A, _TORSO_B, _TORSO_Y, _TORSO_Z, _l
+from .chest import ChestMixin
+from .config import _LUNG_LOBES, _T
+from .head_neck import HeadNeckMixin
+from .shapes import _Canvas, _Fourier, _grow_tree, _path, _unit
+from .skeleton import SkeletonMixin
+
+
+class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin):
+    """Draws every random anatomical parameter up front (grid-independent), then paints on a canvas."""
+
+    def __init__(self, rng):
+        self.rng = rng
+        u = rng.uniform
+        # tissue values for this patient
+        self.t = {k: (m + (rng.normal(0.0, sd) if sd else 0.0), tx) for k, (m, sd, tx) in _T.items()}
+        # habitus
+        self.width = u(0.95, 1.06)
+        self.depth = u(0.94, 1.06)
+        self.fat = u(8.0, 28.0)
+        self.neck_fat = 4.0 + 0.25 * self.fat
+        self.wall = u(11.0, 16.0)
+        self.head = u(0.95, 1.05)
+        # smooth deformation of the whole body (nominal mm) and boundary roughness
+        self.warp = [_Fourier(rng, 3, (260.0, 520.0)) for _ in range(3)]
+        self.warp_amp = [u(2.0, 4.0) for _ in range(3)]
+        self.shape_noise = _Fourier(rng, 12, (35.0, 80.0))
+        self.fine_noise = _Fourier(rng, 16, (10.0, 22.0))
+        # diaphragm and lung fissures
+        self.dome_r = 45.0 + u(-8, 8)
+        self.dome_l = self.dome_r - u(5, 15)
+        self.fiss_l = 118.0 + u(-12, 12)
+        self.fiss_r = 108.0 + u(-12, 12)
+        self.fiss_h = 140.0 + u(-10, 10)
+        self._draw_organs()
+        self._draw_trees()
+        self.brain_fold = _Fourier(rng, 16, (14.0, 28.0))
+        self.brain_sulci = _Fourier(rng, 16, (8.0, 14.0))
+        self.head_jit = rng.normal(0.0, 2.0, 3)
+        self.lung_labels = np.array([_l(n) for n in _LUNG_LOBES], dtype=np.uint8)
+
+    def _jit(self, c, sd=4.0):
+        return np.asarray(c, float) + self.rng.normal(0.0, sd, 3)
+
+    def _sz(self, semi, lo=0.9, hi=1.1):
+        return np.asarray(semi, float) * self.rng.uniform(lo, hi, 3)
+
+    def _draw_organs(self):
+        """Organ centres, semi-axes and angles; bowel paths (draw order fixed: it defines the anatomy)."""
+        rng, u, jit, sz = self.rng, self.rng.uniform, self._jit, self._sz
+        self.heart = (jit((18.0, -18.0, 92.0), 5), sz((70.0, 47.0, 55.0), 0.92, 1.08), u(30, 45), u(-25, -10))
+        self.liver_r = (jit((-62.0, 8.0, -12.0), 5), sz((74.0, 84.0, 70.0), 0.92, 1.08))
+        self.liver_l = (jit((12.0, -45.0, 14.0), 5), sz((58.0, 36.0, 34.0)))
+        self.spleen = (jit((88.0, 55.0, 0.0), 5), sz((24.0, 52.0, 44.0)), u(30, 50))
+        self.kidneys = [
+            (side, jit((side * 66.0, 52.0, (-52.0 if side > 0 else -66.0)), 4), sz((26.0, 22.0, 54.0)), u(20, 35))
+            for side in (1.0, -1.0)
+        ]
+        self.adrenals = [(side, jit((side * 36.0, 38.0, -6.0 if side > 0 else 2.0), 2)) for side in (1.0, -1.0)]
+        self.gallbladder = (jit((-45.0, -52.0, -52.0), 4), sz((15.0, 15.0, 34.0)), u(-30, -10))
+        self.stomach_ctrl = np.array(
+            [(52, 12, 30), (70, -18, -8), (58, -48, -40), (20, -62, -55), (-12, -46, -50)], float
+        ) + rng.normal(0.0, 4.0, (5, 3))
+        self.stomach_r = np.array([40, 36, 30, 22, 12], float) * u(0.85, 1.1)
+        self.stomach_air = u(-45.0, -25.0)  # gas collects anteriorly (supine), in front of this y
+        self.small_bowel = self._random_walk()
+        self.colon_ctrl = np.array(
+            [(-72, -5, -185), (-80, 12, -125), (-76, -18, -72), (-35, -64, -88), (30, -66, -82), (82, 8, -30),
+             (86, 30, -100), (80, 24, -170), (40, -8, -212), (0, 12, -238)], float
+        ) + rng.normal(0.0, 4.0, (10, 3))
+        self.colon_r = np.array([24, 21, 20, 19, 19, 18, 16, 16, 15, 15], float) * u(0.9, 1.1)
+        self.colon_gas = [(u(0.0, 1.0), u(0.4, 0.8)) for _ in range(9)]  # (position along, size)
+        self.bowel_gas = [(u(0.0, 1.0), u(0.3, 0.6)) for _ in range(5)]
+        self.bladder = (jit((0.0, -20.0, -268.0), 4), sz((45.0, 35.0, 35.0)))
+
+    def _draw_trees(self):
+        """Vessel trees (nominal): lung vessels per lobe root from each hilum, liver vessels."""
+        rng, u = self.rng, self.rng.uniform
+        self.lung_trees = []
+        for side in (1.0, -1.0):
+            hilum = np.array([side * 48.0, 18.0, 150.0]) + rng.normal(0.0, 3.0, 3)
+            roots = [(side * 0.4, 0.3, 1.0), (side * 0.6, -0.7, 0.5), (side * 0.5, 0.8, -0.5),
+                     (side * 0.7, 0.1, -0.9), (side * 0.8, -0.6, -0.4)]
+            if side < 0:
+                roots.append((side * 0.7, -0.9, -0.1))
+            for d in roots:
+                self.lung_trees += _grow_tree(rng, hilum, d, u(30.0, 38.0), u(4.5, 6.0), 6)
+        self.liver_tree = _grow_tree(rng, (-40.0, 2.0, -22.0), (-0.7, 0.1, 0.5), 30.0, 4.5, 4) + _grow_tree(
+            rng, (-40.0, 2.0, -22.0), (-0.4, -0.6, -0.4), 28.0, 4.0, 3
+        )
+
+    def _random_walk(self):
+        rng = self.rng
+        lo, hi = np.array([-55.0, -70.0, -200.0]), np.array([55.0, 5.0, -92.0])
+        p = rng.uniform(lo, hi)
+        d = _unit(rng.normal(size=3))
+        pts = [p]
+        for _ in range(44):
+            d = _unit(d + rng.normal(0.0, 0.6, 3))
+            q = pts[-1] + d * 16.0
+            for k in range(3):  # reflect at the box walls
+                if q[k] < lo[k] or q[k] > hi[k]:
+                    d[k] = -d[k]
+                    q[k] = np.clip(q[k], lo[k], hi[k])
+            pts.append(q)
+        return np.array(pts)
+
+    # ---- outline functions (nominal) ----
+    def torso(self, z):
+        """Muscle-wall outer surface (no fat): half-width, half-depth, centre y at height z."""
+        a = np.interp(z, _TORSO_Z, _TORSO_A) * self.width
+        b = np.interp(z, _TORSO_Z, _TORSO_B) * self.depth
+        yc = np.interp(z, _TORSO_Z, _TORSO_Y) + np.interp(z, _TORSO_Z, _TORSO_B) * (1 - self.depth)
+        return a, b, yc
+
+    def fat_at(self, z):
+        return np.interp(z, [250.0, 272.0], [self.fat, self.neck_fat])
+
+    def spine(self, z):
+        return (np.interp(z, _SPINE_Z, v) for v in (_SPINE_Y, _SPINE_RX, _SPINE_RY, _SPINE_CANAL, _SPINE_SP, _SPINE_TP))
+
+    def diaphragm(self, x, y):
+        dome = self.dome_l + (self.dome_r - self.dome_l) * 0.5 * (1 - np.tanh(x / 25.0))
+        rho2 = np.minimum(((np.abs(x) - 58.0) / 95.0) ** 2 + ((y - 10.0) / 100.0) ** 2, 1.6)
+        return dome - 45.0 * rho2
+
+    def extent(self, region):
+        """Nominal half-width and (front, back) y of the body within a region's z range."""
+        z0, z1 = _REGION_Z_RANGE[region]
+        z = np.linspace(z0, min(z1, 412.0), 60)
+        a, b, yc = self.torso(z)
+        f = self.fat_at(z)
+        half_w = float((a + f).max())
+        front = float((yc - b - f).min())
+        back = float((yc + b + f).max())
+        if z1 > 330.0:  # head and face
+            hs = _HEAD_SEMI * self.head
+            half_w = max(half_w, hs[0])
+            front = min(front, _HEAD_C[1] - hs[1], _FACE_C[1] - _FACE_SEMI[1])
+            back = max(back, _HEAD_C[1] + hs[1])
+        return half_w, front, back
+
+    # ---- painting ----
+    def paint(self, cv: _Canvas):
+        self._outline(cv)
+        self._thorax_abdomen_cavity(cv)
+        self._spine(cv)
+        self._mediastinum(cv)
+        self._lung_trees(cv)
+        self._abdomen(cv)
+        self._great_vessels(cv)
+        self._chest_wall_bones(cv)
+        self._pelvis(cv)
+        self._neck(cv)
+        self._head(cv)
+
+    def _fill(self, cv, sl, mask, label, tissue):
+        hu, tx = self.t[tissue]
+        cv.put(sl, mask, label=label, hu=hu, tex=tx)
+
+    def _outline(self, cv):
+        zk = _TORSO_Z
+        a, b, yc = self.torso(zk)
+        f = self.fat_at(zk)
+        noise = 0.012
+        # Each part is a fat shell around a soft-tissue core; a part's fat only goes where no other part
+        # is yet, its core goes everywhere, so overlapping parts show no fat seams inside the body.
+        hs = _HEAD_SEMI * self.head
+        hc = _HEAD_C + self.head_jit
+        sl, rho = cv.ellipsoid(hc, hs)
+        self._fill(cv, sl, rho < 1.0, BODY_LABEL, "fat")
+        self._fill(cv, sl, rho < 0.96, BODY_LABEL, "scalp")
+        sl, rho = cv.ellipsoid(_FACE_C + self.head_jit, _FACE_SEMI * self.head)
+        self._fill(cv, sl, (rho < 1.0) & (cv.lab[sl] == 0), BODY_LABEL, "fat")
+        self._fill(cv, sl, rho < 0.9, BODY_LABEL, "muscle")
+        sl, rho = cv.column(zk, 0.0, yc, a + f, b + f, p=2.4, zlim=(-400.0, 412.0))
+        X, Y, Z = cv.coords(sl)
+        inside = rho < 1.0 + noise * self.shape_noise(X, Y, Z)
+        self._fill(cv, sl, inside & (cv.lab[sl] == 0), BODY_LABEL, "fat")
+        sl2, rho2 = cv.column(zk, 0.0, yc, a, b, p=2.4, zlim=(-400.0, 412.0))
+        self._fill(cv, sl2, rho2 < 1.0 + noise * self.shape_noise(*cv.coords(sl2)), BODY_LABEL, "muscle")
+        self.body_mask = cv.lab == BODY_LABEL
+
+    def _cavity(self, z):
+        """Thoracic/abdominal cavity inside the muscle wall; the back wall is 20 mm thicker."""
+        a, b, yc = self.torso(z)
+        a_c = a - self.wall
+        b_c = b - self.wall - 10.0
+        yc = yc - 10.0
+        taper = np.sqrt(np.clip(1.0 - ((np.asarray(z) - 215.0) / (266.0 - 215.0)) ** 2, 0.0, 1.0))
+        taper = np.where(np.asarray(z) < 215.0, 1.0, taper)
+        return a_c * np.maximum(taper, 1e-3), b_c * np.maximum(taper, 1e-3), yc
+
+    def _vessel(self, cv, ctrl, radii, label, halo=3.0):
+        pts, r = _path(ctrl, radii)
+        if halo:
+            blk, nd = cv.tube(pts, r + halo)
+            if blk is not None:  # a fat sheath, only where the tissue has no organ label of its own
+                m = (nd < 1.0) & np.isin(cv.lab[blk], self._soft_labels)
+                self._fill(cv, blk, m, BODY_LABEL, "fat")
+        blk, nd = cv.tube(pts, r)
+        if blk is not None:
+            self._fill(cv, blk, (nd < 1.0) & self.body_mask[blk], label, "blood")
+
+    @property
+    def _soft_labels(self):
+        return np.r_[self.lung_labels, BODY_LABEL].astype(np.uint8)
+

@@ -1,0 +1,209 @@
+"""Phantom settings, result type and reference tables: labels per structure, accepted HU, lesion models, tissues.
+
+Contrast convention of the tables: **non-contrast** (unenhanced) CT, the default phase; see ``contrast.py``
+for the enhanced phases.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import SimpleITK as sitk
+
+from ..errors import InputError
+from ..regions import REGIONS, check_region
+
+_LUNG_LOBES = (
+    "lung_upper_lobe_left",
+    "lung_lower_lobe_left",
+    "lung_upper_lobe_right",
+    "lung_middle_lobe_right",
+    "lung_lower_lobe_right",
+)
+_VERTEBRAE = tuple(
+    [f"vertebrae_C{i}" for i in range(1, 8)]
+    + [f"vertebrae_T{i}" for i in range(1, 13)]
+    + [f"vertebrae_L{i}" for i in range(1, 6)]
+    + ["vertebrae_S1"]
+)
+_RIBS = tuple(f"rib_{side}_{i}" for side in ("left", "right") for i in range(1, 13))
+
+# Realistic mean HU (non-contrast CT) of each labelled structure, measured over the label eroded by one
+# voxel. Sources: textbook CT-number tables (M. Prokop, M. Galanski, "Spiral and Multislice Computed
+# Tomography of the Body", Thieme 2003; T. M. Buzug, "Computed Tomography", Springer 2008; the tables
+# in W. A. Kalender, "Computed Tomography", 3rd ed., Publicis 2011), widened where a label holds several
+# tissues (bone = cortex + marrow, lungs = parenchyma + vessels, bowel = wall + content + gas).
+REFERENCE_HU_RANGES: dict[str, tuple[float, float]] = {
+    "liver": (45.0, 75.0),
+    "spleen": (35.0, 60.0),
+    "kidney_left": (20.0, 45.0),
+    "kidney_right": (20.0, 45.0),
+    "pancreas": (25.0, 55.0),
+    "gallbladder": (-5.0, 25.0),
+    "adrenal_gland_left": (0.0, 45.0),
+    "adrenal_gland_right": (0.0, 45.0),
+    "stomach": (-700.0, 50.0),
+    "duodenum": (-300.0, 50.0),
+    "small_bowel": (-300.0, 50.0),
+    "colon": (-800.0, 40.0),
+    "urinary_bladder": (-5.0, 25.0),
+    "esophagus": (-50.0, 60.0),
+    "trachea": (-1010.0, -500.0),
+    "thyroid_gland": (70.0, 130.0),
+    "heart": (30.0, 55.0),
+    "aorta": (30.0, 60.0),
+    "inferior_vena_cava": (30.0, 60.0),
+    "superior_vena_cava": (30.0, 60.0),
+    "portal_vein_and_splenic_vein": (25.0, 60.0),
+    "brachiocephalic_trunk": (25.0, 60.0),
+    "brachiocephalic_vein_left": (25.0, 60.0),
+    "brachiocephalic_vein_right": (25.0, 60.0),
+    "subclavian_artery_left": (25.0, 60.0),
+    "subclavian_artery_right": (25.0, 60.0),
+    "common_carotid_artery_left": (25.0, 60.0),
+    "common_carotid_artery_right": (25.0, 60.0),
+    "iliac_artery_left": (25.0, 60.0),
+    "iliac_artery_right": (25.0, 60.0),
+    "iliac_vena_left": (25.0, 60.0),
+    "iliac_vena_right": (25.0, 60.0),
+    "brain": (20.0, 45.0),
+    "spinal_cord": (20.0, 45.0),
+    "skull": (400.0, 1500.0),
+    "sternum": (150.0, 800.0),
+    "costal_cartilages": (60.0, 250.0),
+    "clavicula_left": (200.0, 1000.0),
+    "clavicula_right": (200.0, 1000.0),
+    "scapula_left": (200.0, 1000.0),
+    "scapula_right": (200.0, 1000.0),
+    "hip_left": (150.0, 900.0),
+    "hip_right": (150.0, 900.0),
+    "sacrum": (150.0, 800.0),
+    "autochthon_left": (35.0, 65.0),
+    "autochthon_right": (35.0, 65.0),
+    "iliopsoas_left": (35.0, 65.0),
+    "iliopsoas_right": (35.0, 65.0),
+    **{name: (-930.0, -700.0) for name in _LUNG_LOBES},
+    **{name: (150.0, 800.0) for name in _VERTEBRAE},
+    **{name: (200.0, 1000.0) for name in _RIBS},
+}
+
+# Lesion models per region: where lesions go and how they differ from their organ.
+#   organs: label names of the host organ (lesions lie wholly inside their union when they fit);
+#   mode "absolute": the lesion's HU is drawn from hu; mode "relative": organ HU + a draw from hu
+#   (for head_neck a hyperdense or a hypodense range is chosen with equal probability);
+#   irregularity: relative amplitude of the boundary's random bumps.
+LESION_MODELS: dict[str, dict] = {
+    "chest": {
+        "organs": _LUNG_LOBES,
+        "mode": "absolute",
+        "hu": ((20.0, 60.0),),  # solid pulmonary nodules
+        "texture": 8.0,
+        "irregularity": 0.18,
+    },
+    "abdomen": {
+        "organs": ("liver",),
+        "mode": "relative",
+        "hu": ((-60.0, -30.0),),  # hypodense liver lesions (metastases, cysts)
+        "texture": 5.0,
+        "irregularity": 0.10,
+    },
+    "head_neck": {
+        "organs": ("brain",),
+        "mode": "relative",
+        "hu": ((25.0, 45.0), (-25.0, -12.0)),  # hyperdense (haemorrhage) or hypodense (oedema, infarct)
+        "texture": 3.0,
+        "irregularity": 0.12,
+    },
+}
+
+# Base tissue values (mean HU, per-seed jitter SD, texture SD), non-contrast CT.
+_T = {
+    "air": (-1000.0, 0.0, 2.0),
+    "fat": (-100.0, 5.0, 8.0),
+    "muscle": (50.0, 3.0, 6.0),
+    "scalp": (30.0, 3.0, 8.0),
+    "liver": (60.0, 4.0, 6.0),
+    "spleen": (48.0, 3.0, 5.0),
+    "kidney": (32.0, 3.0, 6.0),
+    "adrenal": (25.0, 4.0, 6.0),
+    "pancreas": (42.0, 3.0, 10.0),
+    "gallbladder": (10.0, 3.0, 3.0),
+    "blood": (42.0, 2.0, 4.0),
+    "myocardium": (46.0, 2.0, 5.0),
+    "gi_wall": (45.0, 3.0, 6.0),
+    "fluid": (15.0, 4.0, 5.0),
+    "stool": (-30.0, 10.0, 45.0),
+    "bladder": (8.0, 3.0, 3.0),
+    "lung": (-850.0, 12.0, 22.0),
+    "cortical": (850.0, 60.0, 40.0),
+    "cancellous": (230.0, 25.0, 30.0),
+    "rib_cortex": (800.0, 60.0, 40.0),
+    "rib_marrow": (280.0, 30.0, 30.0),
+    "skull_table": (1300.0, 80.0, 50.0),
+    "diploe": (550.0, 50.0, 40.0),
+    "teeth": (1700.0, 100.0, 40.0),
+    "cartilage": (110.0, 10.0, 10.0),
+    "disc": (80.0, 5.0, 6.0),
+    "csf": (8.0, 2.0, 2.0),
+    "cord": (35.0, 2.0, 3.0),
+    "grey": (40.0, 1.5, 3.0),
+    "white": (28.0, 1.5, 3.0),
+    "deep_grey": (37.0, 1.5, 3.0),
+    "thyroid": (100.0, 8.0, 6.0),
+    "eye": (10.0, 2.0, 2.0),
+    "lens": (120.0, 10.0, 3.0),
+    "parotid": (10.0, 5.0, 8.0),
+    "trachea_wall": (60.0, 5.0, 8.0),
+    "table_shell": (250.0, 0.0, 0.0),
+    "table_core": (-850.0, 0.0, 0.0),
+}
+# ---------------------------------------------------------------------------------------------------
+# Public data types
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    region: str = "chest"  # head_neck | chest | abdomen
+    size: tuple[int, int, int] = (96, 96, 64)  # voxels along x, y, z (SimpleITK order)
+    spacing: tuple[float, float, float] = (2.0, 2.0, 2.5)  # mm, anisotropic allowed
+    lesions: int = 0  # number of lesions to insert
+    lesion_radius_mm: tuple[float, float] = (4.0, 12.0)  # min, max radius
+    seed: int = 0
+
+    def __post_init__(self):
+        check_region(self.region)
+        if self.region not in REGIONS:
+            raise InputError(f"a phantom needs a concrete region; choose one of {', '.join(REGIONS)}")
+        def numbers(value, n):
+            try:
+                out = [float(v) for v in value]
+            except (TypeError, ValueError):
+                return None
+            return out if len(out) == n and all(math.isfinite(v) for v in out) else None
+
+        size = numbers(self.size, 3)
+        if size is None or any(v != int(v) or v < 8 for v in size):
+            raise InputError(f"phantom size must be three integers >= 8 (x, y, z), got {self.size!r}")
+        spacing = numbers(self.spacing, 3)
+        if spacing is None or any(v <= 0 for v in spacing):
+            raise InputError(f"phantom spacing must be three positive numbers in mm, got {self.spacing!r}")
+        for name in ("lesions", "seed"):
+            value = numbers([getattr(self, name)], 1) if not isinstance(getattr(self, name), str) else None
+            if value is None or value[0] != int(value[0]) or value[0] < 0:
+                raise InputError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
+        radii = numbers(self.lesion_radius_mm, 2)
+        if radii is None or not (0 < radii[0] <= radii[1]):
+            raise InputError(
+                f"lesion_radius_mm must be (min, max) with 0 < min <= max, got {self.lesion_radius_mm!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Phantom:
+    image: sitk.Image  # HU, float32; volume centred at (0, 0, 0) mm, identity direction
+    labels: sitk.Image  # uint8 anatomy labels (anatomy.ANATOMY_CLASSES indices), same grid
+    lesion_mask: sitk.Image  # uint8 0/1, same grid (all zero without lesions)
+    region: str
+

@@ -1,0 +1,155 @@
+"""Head and neck painting: airway, thyroid, neck muscles and veins, skull, brain, face, jaw and teeth."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..anatomy import BODY_LABEL
+from .atlas import _FACE_C, _HEAD_C, _l
+from .shapes import _path, _rotation
+
+
+class HeadNeckMixin:
+    """Methods of the body model (``body._Body``) that paint the head and neck."""
+
+    def _neck(self, cv):
+        # airway above the trachea: larynx, oro- and nasopharynx (no class: body)
+        ctrl = np.array([(0.0, 8.0, 300.0), (0.0, 10.0, 325.0), (0.0, 16.0, 350.0), (0.0, 20.0, 378.0),
+                         (0.0, 16.0, 400.0)])
+        pts, r = _path(ctrl, np.array([8.0, 8.0, 7.0, 6.5, 6.0]))
+        blk, nd = cv.tube(pts, r + 2.5)
+        if blk is not None:
+            self._fill(cv, blk, nd < 1.0, BODY_LABEL, "trachea_wall")
+            blk, nd = cv.tube(pts, r)
+            self._fill(cv, blk, nd < 1.0, BODY_LABEL, "air")
+        # thyroid: two lobes and an isthmus either side of the trachea
+        for side in (1.0, -1.0):
+            sl, rho = cv.ellipsoid((side * 17.0, 10.0, 292.0), (8.0, 9.0, 20.0), _rotation(0, 0, 10.0))
+            if sl is not None:
+                self._fill(cv, sl, (rho < 1.0) & (cv.lab[sl] != _l("trachea")), _l("thyroid_gland"), "thyroid")
+        sl, rho = cv.ellipsoid((0.0, -4.0, 286.0), (13.0, 4.0, 6.0))
+        if sl is not None:
+            self._fill(cv, sl, (rho < 1.0) & (cv.lab[sl] != _l("trachea")), _l("thyroid_gland"), "thyroid")
+        # sternocleidomastoid muscles and jugular veins (no class of their own: body)
+        for side in (1.0, -1.0):
+            pts, r = _path([(side * 22.0, -8.0, 262.0), (side * 40.0, 6.0, 320.0), (side * 54.0, 34.0, 392.0)], 8.5)
+            blk, nd = cv.tube(pts, r)
+            if blk is not None:
+                self._fill(cv, blk, (nd < 1.0) & self.body_mask[blk], BODY_LABEL, "muscle")
+            pts, r = _path([(side * 40.0, 28.0, 400.0), (side * 34.0, 20.0, 340.0), (side * 30.0, 10.0, 275.0)], 6.0)
+            blk, nd = cv.tube(pts, r)
+            if blk is not None:
+                self._fill(cv, blk, (nd < 1.0) & self.body_mask[blk], BODY_LABEL, "blood")
+
+    def _head(self, cv):
+        hc = _HEAD_C + self.head_jit
+        k = self.head
+        outer = np.array([74.0, 92.0, 94.0]) * k
+        inner = np.array([67.0, 85.0, 87.0]) * k
+        sl, rho_o = cv.ellipsoid(hc, outer)
+        if sl is None:
+            return
+        X, Y, Z = cv.coords(sl)
+        rho_i = np.sqrt(((X - hc[0]) / inner[0]) ** 2 + ((Y - hc[1]) / inner[1]) ** 2 + ((Z - hc[2]) / inner[2]) ** 2)
+        yrel = Y - hc[1]
+        # cranial floor: anterior fossa (orbital roofs), middle fossa (deeper laterally), posterior fossa
+        floor = hc[2] + np.interp(yrel, [-100.0, -38.0, -28.0, 12.0, 22.0, 120.0], [-23.0, -23.0, -42.0, -42.0, -62.0, -62.0])
+        middle = np.interp(yrel, [-38.0, -28.0, 12.0, 22.0], [0.0, 1.0, 1.0, 0.0])
+        floor = floor - 16.0 * middle * np.clip((np.abs(X - hc[0]) - 12.0) / 30.0, 0.0, 1.0)
+        # the posterior fossa is a bowl: its floor rises towards the sides and the back
+        post = np.interp(yrel, [12.0, 22.0], [0.0, 1.0])
+        floor = floor + post * (16.0 * np.clip(np.abs(X - hc[0]) / 55.0, 0.0, 1.0) ** 2
+                                + 14.0 * np.clip((yrel - 22.0) / 60.0, 0.0, 1.0) ** 2)
+        # below the skull base: deep soft tissue of the face and upper neck
+        under = (rho_o < 1.0) & (Z < floor - 6.0) & (cv.lab[sl] == BODY_LABEL) & (cv.hu[sl] > -500.0)
+        self._fill(cv, sl, under, BODY_LABEL, "muscle")
+        # skull vault: outer table, diploe, inner table
+        vault = (rho_o < 1.0) & (rho_i >= 1.0) & (Z >= floor - 6.0)
+        depth = (1.0 - rho_o) / max(1.0 - inner.min() / outer.min(), 1e-3)
+        hu = np.where((depth > 0.3) & (depth < 0.7), self.t["diploe"][0], self.t["skull_table"][0]).astype(np.float32)
+        cv.put(sl, vault, label=_l("skull"), hu=hu, tex=self.t["diploe"][1])
+        # skull base with the foramen magnum
+        fm = ((X - hc[0]) ** 2 + (Y - (hc[1] + 26.0)) ** 2) < 15.0**2
+        base = (rho_i < 1.0) & (Z < floor) & (Z >= floor - 6.0) & ~fm
+        cv.put(sl, base, label=_l("skull"), hu=self.t["skull_table"][0] * 0.75, tex=self.t["diploe"][1])
+        cv.put(sl, (rho_i < 1.0) & (Z < floor) & (Z >= floor - 6.0) & fm, label=BODY_LABEL, hu=self.t["csf"][0],
+               tex=self.t["csf"][1])
+        self._brain(cv, sl, hc, k, rho_i, floor)
+        self._face(cv, k)
+        self._jaw(cv, k)
+
+    def _brain(self, cv, sl, hc, k, rho_i, floor):
+        X, Y, Z = cv.coords(sl)
+        yrel = Y - hc[1]
+        # brain: grey and white matter, sulci, ventricles, deep grey nuclei, cerebellum, brain stem
+        brain = (rho_i < 1.0) & (Z >= floor)
+        fold = self.brain_fold(X, Y, Z)
+        white = rho_i < 0.78 + 0.05 * fold
+        gm, gt = self.t["grey"]
+        wm = self.t["white"][0]
+        hu = np.where(white, wm, gm).astype(np.float32)
+        sulci = (rho_i > 0.86) & (self.brain_sulci(X, Y, Z) > 1.05)
+        hu = np.where(sulci, self.t["csf"][0], hu)
+        hu = np.where(rho_i > 0.975, self.t["csf"][0], hu)  # subarachnoid space under the vault
+        cereb = (yrel > 18.0) & (Z < floor + 32.0)
+        hu = np.where(cereb & ~(rho_i > 0.975), self.t["deep_grey"][0], hu)
+        cv.put(sl, brain, label=_l("brain"), hu=hu, tex=gt)
+        for side in (1.0, -1.0):
+            sl2, r2 = cv.ellipsoid(hc + np.array([side * 11.0, -4.0, 8.0]) * k, np.array([5.5, 30.0, 9.0]) * k,
+                                   _rotation(0, 0, -12.0))
+            self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == _l("brain")), _l("brain"), "csf")
+            sl2, r2 = cv.ellipsoid(hc + np.array([side * 21.0, 2.0, -8.0]) * k, np.array([9.0, 17.0, 9.0]) * k)
+            self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == _l("brain")), _l("brain"), "deep_grey")
+        pts, r = _path([hc + (0.0, 26.0, -62.0), hc + (0.0, 20.0, -40.0), hc + (0.0, 10.0, -20.0)], 11.0)
+        blk, nd = cv.tube(pts, r)
+        if blk is not None:
+            self._fill(cv, blk, (nd < 1.0) & (cv.lab[blk] != _l("skull")), _l("brain"), "cord")
+
+    def _face(self, cv, k):
+        # face: orbits with eyes, nasal cavity, maxillary sinuses, jaw, teeth, tongue, parotids, masseters
+        for side in (1.0, -1.0):
+            oc = np.array([side * 31.0, -44.0, 433.0]) + self.head_jit
+            sl2, r2 = cv.ellipsoid(oc, np.array([18.0, 28.0, 18.0]) * k)
+            if sl2 is not None:
+                self._fill(cv, sl2, (r2 < 1.12) & (r2 >= 1.0) & (cv.lab[sl2] != _l("brain")), _l("skull"), "rib_cortex")
+                self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] != _l("brain")), BODY_LABEL, "fat")
+            ec = np.array([side * 31.0, -57.0, 433.0]) + self.head_jit
+            sl2, r2 = cv.ellipsoid(ec, np.array([12.0, 12.0, 12.0]) * k)
+            self._fill(cv, sl2, r2 < 1.0, BODY_LABEL, "eye")
+            sl2, r2 = cv.ellipsoid(ec + (0.0, -9.0 * k, 0.0), np.array([4.0, 2.0, 4.0]) * k)
+            self._fill(cv, sl2, r2 < 1.0, BODY_LABEL, "lens")
+            sc = np.array([side * 28.0, -42.0, 402.0]) + self.head_jit
+            sl2, r2 = cv.ellipsoid(sc, np.array([14.0, 18.0, 16.0]) * k)
+            if sl2 is not None:
+                self._fill(cv, sl2, (r2 < 1.15) & (r2 >= 1.0), _l("skull"), "rib_cortex")
+                self._fill(cv, sl2, r2 < 1.0, BODY_LABEL, "air")
+            for c, semi in (((side * 50.0, 16.0, 386.0), (13.0, 19.0, 24.0)),):
+                sl2, r2 = cv.ellipsoid(np.array(c) + self.head_jit, np.array(semi) * k)
+                self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == BODY_LABEL), BODY_LABEL, "parotid")
+            sl2, r2 = cv.ellipsoid(np.array((side * 50.0, -8.0, 372.0)) + self.head_jit, np.array((9.0, 20.0, 24.0)) * k)
+            self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == BODY_LABEL), BODY_LABEL, "muscle")
+        sl2, r2 = cv.ellipsoid(np.array((0.0, -52.0, 408.0)) + self.head_jit, np.array((10.0, 26.0, 22.0)) * k)
+        self._fill(cv, sl2, r2 < 1.0, BODY_LABEL, "air")
+        sl2, r2 = cv.ellipsoid(np.array((0.0, -26.0, 368.0)) + self.head_jit, np.array((26.0, 32.0, 15.0)) * k)
+        self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == BODY_LABEL), BODY_LABEL, "muscle")
+
+    def _jaw(self, cv, k):
+        fc = _FACE_C + self.head_jit
+        # mandible (a U-shaped tube with rami) and teeth; TotalSegmentator's skull class includes the jaw
+        jaw = np.array([(-49.0, 24.0, 362.0), (-46.0, -18.0, 351.0), (-28.0, -54.0, 345.0), (0.0, -64.0, 343.0),
+                        (28.0, -54.0, 345.0), (46.0, -18.0, 351.0), (49.0, 24.0, 362.0)])
+        jaw = (jaw - fc) * k + fc
+        pts, r = _path(jaw, 7.5)
+        self._bone_tube(cv, pts, r, _l("skull"), "skull_table", "diploe")
+        for side in (1.0, -1.0):
+            ramus = (np.array([(side * 49.0, 24.0, 362.0), (side * 51.0, 26.0, 385.0), (side * 50.0, 30.0, 404.0)]) - fc) * k + fc
+            pts, r = _path(ramus, 6.5)
+            self._bone_tube(cv, pts, r, _l("skull"), "skull_table", "diploe")
+        for dz, scale in ((12.0, 0.94), (24.0, 0.97)):
+            arch, _ = _path(jaw, 7.5, step=1.0)
+            for t in np.linspace(0.12, 0.88, 12):
+                c = arch[int(t * (len(arch) - 1))]
+                c = fc + (c - fc) * np.array([scale, scale, 1.0]) + (0.0, 0.0, dz)
+                sl2, r2 = cv.ellipsoid(c, np.array([3.2, 3.2, 5.0]) * k)
+                self._fill(cv, sl2, r2 < 1.0, _l("skull"), "teeth")
+
