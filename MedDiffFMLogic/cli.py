@@ -100,6 +100,7 @@ def _models(args) -> dict[str, str]:
 def _phantom(args) -> dict[str, str]:
     from . import ctio
     from .phantoms import PhantomConfig, make_phantom, simulate_low_dose
+    from .phantoms.scanner import measure_noise_hu
 
     if args.lesion_mask and args.lesions < 1:
         raise InputError("--lesion-mask needs --lesions 1 or more")
@@ -120,6 +121,7 @@ def _phantom(args) -> dict[str, str]:
             raise InputError("--dose must lie in (0, 1]: the fraction of the full dose")
         low = simulate_low_dose(phantom.image, args.dose, seed=args.seed)
         outputs["low_dose"] = str(ctio.write_image(low, args.low_dose))
+        outputs["low_dose_noise_hu"] = f"{measure_noise_hu(phantom.image, low):.1f}"  # measured in soft tissue
     return outputs
 
 
