@@ -33,7 +33,7 @@ class AbdomenMixin:
     def _organ(self, cv, sl, rho, noise=0.04):
         """Inside a shape (roughened boundary), below the diaphragm and inside the abdominal cavity."""
         X, Y, Z = cv.coords(sl)
-        inside = rho < 1.0 + noise * self.shape_noise(X, Y, Z)
+        inside = rho < 1.0 + noise * cv.smooth(self.shape_noise, 35.0)[sl]
         return inside & self._below_diaphragm(cv, sl) & self._in_cavity(cv, sl)
 
     def _liver_and_veins(self, cv):

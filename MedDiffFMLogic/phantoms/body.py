@@ -17,7 +17,8 @@ from .atlas import _SPINE_SP, _SPINE_TP, _SPINE_Y, _SPINE_Z, _TORSO_A, _TORSO_B,
 from .chest import ChestMixin
 from .config import _LUNG_LOBES, _T
 from .head_neck import HeadNeckMixin
-from .shapes import _Canvas, _Fourier, _grow_tree, _path, _unit
+from . import trees
+from .shapes import _Canvas, _Fourier, _grow_tree, _path, _rotation, _unit
 from .skeleton import SkeletonMixin
 
 
@@ -89,20 +90,46 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin):
         self.bladder = (jit((0.0, -20.0, -268.0), 4), sz((45.0, 35.0, 35.0)))
 
     def _draw_trees(self):
-        """Vessel trees (nominal): lung vessels per lobe root from each hilum, liver vessels."""
-        rng, u = self.rng, self.rng.uniform
-        self.lung_trees = []
+        """Vessel and airway trees (nominal): pulmonary arteries and veins from each hilum filling the lung,
+        bronchi alongside the arteries; liver vessels."""
+        rng = self.rng
+        self.lung_vessels, self.bronchi = [], []
         for side in (1.0, -1.0):
-            hilum = np.array([side * 48.0, 18.0, 150.0]) + rng.normal(0.0, 3.0, 3)
-            roots = [(side * 0.4, 0.3, 1.0), (side * 0.6, -0.7, 0.5), (side * 0.5, 0.8, -0.5),
-                     (side * 0.7, 0.1, -0.9), (side * 0.8, -0.6, -0.4)]
-            if side < 0:
-                roots.append((side * 0.7, -0.9, -0.1))
-            for d in roots:
-                self.lung_trees += _grow_tree(rng, hilum, d, u(30.0, 38.0), u(4.5, 6.0), 6)
+            n = 2200 if side > 0 else 2600  # the right lung is the larger
+            art_root = np.array([side * 40.0, 14.0, 152.0]) + rng.normal(0.0, 3.0, 3)
+            vein_root = np.array([side * 30.0, 26.0, 118.0]) + rng.normal(0.0, 3.0, 3)
+            lo, hi = (min(0.0, side * 160.0), -120.0, -40.0), (max(0.0, side * 160.0), 120.0, 262.0)
+            inside = self._lung_test(side)
+            arteries = trees.grow(rng, art_root, trees.sample_points(rng, inside, lo, hi, n), r_leaf=0.5)
+            veins = trees.grow(rng, vein_root, trees.sample_points(rng, inside, lo, hi, n), r_leaf=0.5)
+            self.lung_vessels += arteries + veins
+            # bronchi run beside the arteries (on a fixed side per lung), walls about a fifth of the radius
+            side_dir = _unit(np.array([side * 0.3, 0.8, 0.4]))
+            for p0, p1, r0, r1, count in arteries:
+                if r1 < 0.9:
+                    continue
+                d = _unit(p1 - p0)
+                off = _unit(side_dir - d * (side_dir @ d))
+                self.bronchi.append((p0 + off * (r0 + 0.9 * r0 + 0.4), p1 + off * (r1 + 0.9 * r1 + 0.4),
+                                     0.9 * r0, 0.9 * r1, count))
         self.liver_tree = _grow_tree(rng, (-40.0, 2.0, -22.0), (-0.7, 0.1, 0.5), 30.0, 4.5, 4) + _grow_tree(
             rng, (-40.0, 2.0, -22.0), (-0.4, -0.6, -0.4), 28.0, 4.0, 3
         )
+
+    def _lung_test(self, side):
+        """An approximate in-lung test in nominal mm (the trees' targets; vessels outside are masked)."""
+        c, semi, yaw, pitch = self.heart
+        rot = _rotation(yaw, pitch, 0.0)
+
+        def inside(x, y, z):
+            a, b, yc = self._cavity(np.clip(z, -330, 266))
+            rho = (np.abs(x) / a) ** 2.2 + (np.abs(y - yc) / b) ** 2.2
+            local = (np.stack([x, y, z], axis=1) - c) @ rot
+            heart = (((local / (semi + 6.0)) ** 2).sum(axis=1)) < 1.0
+            spine = (np.abs(x) < 40.0) & (y > 15.0)
+            return (rho < 0.9) & (z > self.diaphragm(x, y) + 3.0) & (side * x > 30.0) & ~heart & ~spine & (z < 258)
+
+        return inside
 
     def _random_walk(self):
         rng = self.rng
@@ -190,10 +217,10 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin):
         self._fill(cv, sl, rho < 0.9, BODY_LABEL, "muscle")
         sl, rho = cv.column(zk, 0.0, yc, a + f, b + f, p=2.4, zlim=(-400.0, 412.0))
         X, Y, Z = cv.coords(sl)
-        inside = rho < 1.0 + noise * self.shape_noise(X, Y, Z)
+        inside = rho < 1.0 + noise * cv.smooth(self.shape_noise, 35.0)[sl]
         self._fill(cv, sl, inside & (cv.lab[sl] == 0), BODY_LABEL, "fat")
         sl2, rho2 = cv.column(zk, 0.0, yc, a, b, p=2.4, zlim=(-400.0, 412.0))
-        self._fill(cv, sl2, rho2 < 1.0 + noise * self.shape_noise(*cv.coords(sl2)), BODY_LABEL, "muscle")
+        self._fill(cv, sl2, rho2 < 1.0 + noise * cv.smooth(self.shape_noise, 35.0)[sl2], BODY_LABEL, "muscle")
         self.body_mask = cv.lab == BODY_LABEL
 
     def _cavity(self, z):

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..anatomy import BODY_LABEL
 from .atlas import _SPINE_RY, _SPINE_Y, _SPINE_Z, _l
+from . import trees
 from .shapes import _path, _rotation
 
 
@@ -19,7 +20,7 @@ class ChestMixin:
         if sl is None:
             return
         X, Y, Z = cv.coords(sl)
-        inside = rho < 1.0 + 0.01 * self.shape_noise(X, Y, Z)
+        inside = rho < 1.0 + 0.01 * cv.smooth(self.shape_noise, 35.0)[sl]
         zd = self.diaphragm(X, Y)
         below = Z < zd - 5.0
         self._fill(cv, sl, inside & below, BODY_LABEL, "fat")
@@ -67,7 +68,7 @@ class ChestMixin:
             sl, rho = cv.ellipsoid(c, semi, rot)
             X, Y, Z = cv.coords(sl)
             above = Z > self.diaphragm(X, Y) - 1.0
-            heart = (rho < 1.0 + 0.02 * self.shape_noise(X, Y, Z)) & above
+            heart = (rho < 1.0 + 0.02 * cv.smooth(self.shape_noise, 35.0)[sl]) & above
             self._fill(cv, sl, heart, _l("heart"), "myocardium")
             self._fill(cv, sl, heart & (rho < 0.72), _l("heart"), "blood")
         # trachea, carina and main bronchi; esophagus
@@ -105,16 +106,17 @@ class ChestMixin:
         cv.put(blk, lumen, hu=-1000.0, tex=self.t["air"][1])
 
     def _lung_trees(self, cv):
-        blk, frac = cv.soft_tree(self.lung_trees)
-        if blk is None:
-            return
-        inlung = np.isin(cv.lab[blk], self.lung_labels) & (cv.hu[blk] > -990.0)
-        frac = frac * inlung
-        hb = self.t["blood"][0]
-        h = cv.hu[blk]
-        h += frac * (hb - h)
-        t = cv.tex[blk]
-        t += frac * (self.t["blood"][1] - t)
+        """Bronchi (wall and air) and pulmonary vessels inside the lobes, as partial-volume fractions."""
+        inlung = np.isin(cv.lab, self.lung_labels) & (cv.hu > -990.0)
+        hu, tex = cv.hu, cv.tex
+        outer = trees.fraction(cv, self.bronchi, cv.warp_fields) * inlung
+        lumen = trees.fraction(cv, [(a, b, 0.75 * r0, 0.75 * r1, n) for a, b, r0, r1, n in self.bronchi],
+                               cv.warp_fields) * inlung
+        wall = self.t["trachea_wall"][0]
+        hu += outer * (wall - hu) + lumen * (-1000.0 - wall)
+        vessels = trees.fraction(cv, self.lung_vessels, cv.warp_fields) * inlung
+        hu += vessels * (self.t["blood"][0] - hu)
+        tex += vessels * (self.t["blood"][1] - tex)
 
 
     def _great_vessels(self, cv):

@@ -89,33 +89,37 @@ REFERENCE_HU_RANGES: dict[str, tuple[float, float]] = {
 }
 
 # Lesion models per region: where lesions go and how they differ from their organ.
-#   organs: label names of the host organ (lesions lie wholly inside their union when they fit);
-#   mode "absolute": the lesion's HU is drawn from hu; mode "relative": organ HU + a draw from hu
-#   (for head_neck a hyperdense or a hypodense range is chosen with equal probability);
-#   irregularity: relative amplitude of the boundary's random bumps.
-LESION_MODELS: dict[str, dict] = {
-    "chest": {
-        "organs": _LUNG_LOBES,
-        "mode": "absolute",
-        "hu": ((20.0, 60.0),),  # solid pulmonary nodules
-        "texture": 8.0,
-        "irregularity": 0.18,
-    },
-    "abdomen": {
-        "organs": ("liver",),
-        "mode": "relative",
-        "hu": ((-60.0, -30.0),),  # hypodense liver lesions (metastases, cysts)
-        "texture": 5.0,
-        "irregularity": 0.10,
-    },
-    "head_neck": {
-        "organs": ("brain",),
-        "mode": "relative",
-        "hu": ((25.0, 45.0), (-25.0, -12.0)),  # hyperdense (haemorrhage) or hypodense (oedema, infarct)
-        "texture": 3.0,
-        "irregularity": 0.12,
-    },
+#   organs: label names of the host organ (lesions lie wholly inside their union);
+#   mode "absolute": a kind's hu range is the lesion's HU; "relative": organ HU + a draw from it;
+#   kinds: what a lesion can be, drawn by weight (hu: range; halo_hu: a ground-glass part; core: the solid
+#   core's share of the radius; shapes: boundary forms, see lesions.py); hu: every kind's range (for reports);
+#   irregularity: relative amplitude of the boundary's random bumps where a kind names no shapes.
+_NODULE_SHAPES = ("round", "lobulated", "spiculated")
+_LESION_KINDS: dict[str, tuple[dict, ...]] = {
+    "chest": (
+        {"name": "solid nodule", "weight": 0.5, "hu": (20.0, 60.0), "texture": 8.0, "shapes": _NODULE_SHAPES},
+        {"name": "part-solid nodule", "weight": 0.25, "hu": (10.0, 50.0), "halo_hu": (-650.0, -400.0),
+         "core": (0.35, 0.6), "texture": 25.0, "shapes": ("round", "lobulated")},
+        {"name": "ground-glass nodule", "weight": 0.25, "hu": (-650.0, -400.0), "halo_hu": (-650.0, -400.0),
+         "texture": 30.0, "shapes": ("round", "lobulated")},
+    ),
+    "abdomen": (
+        {"name": "hypodense liver lesion", "weight": 0.7, "hu": (-60.0, -30.0), "texture": 5.0},
+        {"name": "hyperdense liver lesion", "weight": 0.3, "hu": (25.0, 50.0), "texture": 6.0},
+    ),
+    "head_neck": (
+        {"name": "hyperdense brain lesion", "weight": 0.5, "hu": (25.0, 45.0), "texture": 3.0},
+        {"name": "hypodense brain lesion", "weight": 0.5, "hu": (-25.0, -12.0), "texture": 3.0},
+    ),
 }
+LESION_MODELS: dict[str, dict] = {
+    "chest": {"organs": _LUNG_LOBES, "mode": "absolute", "irregularity": 0.18},
+    "abdomen": {"organs": ("liver",), "mode": "relative", "irregularity": 0.10},
+    "head_neck": {"organs": ("brain",), "mode": "relative", "irregularity": 0.12},
+}
+for _region, _model in LESION_MODELS.items():
+    _model["kinds"] = _LESION_KINDS[_region]
+    _model["hu"] = tuple(k["hu"] for k in _LESION_KINDS[_region])
 
 # Base tissue values (mean HU, per-seed jitter SD, texture SD), non-contrast CT.
 _T = {

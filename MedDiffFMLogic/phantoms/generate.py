@@ -12,8 +12,9 @@ from ..anatomy import ANATOMY_CLASSES
 from ..errors import InputError
 from .atlas import _REGION_Z_RANGE
 from .body import _Body
-from .config import _T, Phantom, PhantomConfig
-from .lesions import _lesions
+from .atlas import _l
+from .config import _T, LESION_MODELS, Phantom, PhantomConfig
+from .lesions import paint_lesions, plan_lesions
 from .shapes import _Canvas
 from .textures import _psf_sigma, _texture
 
@@ -65,36 +66,61 @@ def _to_image(array: np.ndarray, config: PhantomConfig) -> sitk.Image:
     return img
 
 
-def make_phantom(config: PhantomConfig) -> Phantom:
-    """A procedural CT volume (HU), its anatomy labels and its lesion mask; same config, same arrays.
+# Sub-voxel offsets (x, y, z; voxels) of the sub-grids a phantom is rendered on and averaged over: a
+# Latin-hypercube pattern, so each axis sees three positions (-1/3, 0, +1/3) for the cost of three renders.
+# Labels and lesion masks come from the first (centre) sub-grid.
+_SUBGRIDS = ((0.0, 0.0, 0.0), (1 / 3, -1 / 3, 1 / 3), (-1 / 3, 1 / 3, -1 / 3))
 
-    The region's body is scaled to fit the field of view (size x spacing) and built in physical space,
-    so another spacing over the same field of view gives the same anatomy. Lesions, when asked for,
-    lie wholly inside the region's host organ (lungs, liver or brain; see LESION_MODELS).
-    """
-    if not isinstance(config, PhantomConfig):
-        raise InputError("make_phantom expects a PhantomConfig")
-    seed = int(config.seed)
-    body = _Body(np.random.default_rng([seed, 0]))
-    scale, centre, back = _patient_frame(body, config)
+
+def _render(body: _Body, config: PhantomConfig, frame, offset) -> _Canvas:
+    """Paint the body on one sub-grid; nothing outside the body outline belongs to the patient."""
+    scale, centre, back = frame
     warp = [lambda x, y, z, f=f, a=a: a * f(x, y, z) for f, a in zip(body.warp, body.warp_amp)]
     # a 3-mode unit-variance field is bounded by sqrt(2 * 3): the largest displacement in nominal mm
-    cv = _Canvas(config, scale, centre, warp, warp_amp=max(body.warp_amp) * math.sqrt(6.0) + 1.0)
+    cv = _Canvas(config, scale, centre, warp, warp_amp=max(body.warp_amp) * math.sqrt(6.0) + 1.0, offset=offset)
     body.paint(cv)
-    # nothing outside the body outline belongs to the patient
     outside = ~body.body_mask
     cv.lab[outside] = 0
     cv.hu[outside] = -1000.0
     cv.tex[outside] = 0.0
     _paint_table(cv, back)
-    lesion = _lesions(cv, config, np.random.default_rng([seed, 2]))
-    noise = _texture(np.random.default_rng([seed, 1]), cv.shape, config.spacing)
-    image = cv.hu + cv.tex * noise
+    return cv
+
+
+def make_phantom(config: PhantomConfig) -> Phantom:
+    """A procedural CT volume (HU), its anatomy labels and its lesion mask; same config, same arrays.
+
+    The region's body is scaled to fit the field of view (size x spacing) and built in physical space,
+    so another spacing over the same field of view gives the same anatomy. It is rendered on three
+    sub-voxel-shifted grids and averaged (partial volume), then blurred by the in-plane PSF and the slice
+    profile. Lesions, when asked for, lie wholly inside the region's host organ (see LESION_MODELS).
+    """
+    if not isinstance(config, PhantomConfig):
+        raise InputError("make_phantom expects a PhantomConfig")
+    seed = int(config.seed)
+    body = _Body(np.random.default_rng([seed, 0]))
+    frame = _patient_frame(body, config)
+    organs = np.array([_l(n) for n in LESION_MODELS[config.region]["organs"]], dtype=np.uint8)
+    hu = tex = labels = lesion = plan = None
+    for offset in _SUBGRIDS:
+        cv = _render(body, config, frame, offset)
+        if plan is None:  # the centre sub-grid: labels, and where the lesions go
+            plan = plan_lesions(cv, config, np.random.default_rng([seed, 2]))
+            labels = cv.lab
+        mask = paint_lesions(cv, plan, organs, config.spacing)
+        if lesion is None:
+            lesion = mask
+        hu = cv.hu if hu is None else hu + cv.hu
+        tex = cv.tex if tex is None else tex + cv.tex
+        del cv
+    n = np.float32(len(_SUBGRIDS))
+    noise = _texture(np.random.default_rng([seed, 1]), labels.shape, config.spacing)
+    image = hu / n + (tex / n) * noise
     image = ndimage.gaussian_filter(image, sigma=_psf_sigma(config.spacing), mode="nearest")
     np.clip(image, -1024.0, 3071.0, out=image)
     return Phantom(
         image=_to_image(image.astype(np.float32), config),
-        labels=_to_image(cv.lab, config),
+        labels=_to_image(labels, config),
         lesion_mask=_to_image(lesion.astype(np.uint8), config),
         region=config.region,
     )

@@ -87,33 +87,86 @@ _EMPTY_BOX = (slice(0, 0), slice(0, 0), slice(0, 0))
 _EMPTY_FIELD = np.zeros((0, 0, 0), dtype=np.float32)
 
 
+def _coarse_axis(n: int, stride: int) -> np.ndarray:
+    """Indices of a coarse sub-grid along an axis of n points (every stride-th point and the last one)."""
+    idx = np.arange(0, n, max(int(stride), 1))
+    return idx if idx[-1] == n - 1 else np.r_[idx, n - 1]
+
+
+def _lerp_matrix(n: int, idx: np.ndarray) -> np.ndarray:
+    """(n, len(idx)) weights that interpolate linearly from the coarse points idx to all n points."""
+    w = np.zeros((n, len(idx)), dtype=np.float32)
+    if len(idx) == 1:
+        w[:, 0] = 1.0
+        return w
+    j = np.clip(np.searchsorted(idx, np.arange(n), side="right") - 1, 0, len(idx) - 2)
+    t = (np.arange(n) - idx[j]) / (idx[j + 1] - idx[j])
+    w[np.arange(n), j] = 1.0 - t
+    w[np.arange(n), j + 1] = t
+    return w
+
+
+def _upsample(coarse: np.ndarray, idx) -> np.ndarray:
+    """Trilinear upsampling of a (z, y, x) coarse grid sampled at the indices idx (z, y, x lists)."""
+    out = coarse
+    for axis, (n, ix) in enumerate(idx):
+        out = np.moveaxis(np.tensordot(_lerp_matrix(n, ix), out, axes=(1, axis)), 0, axis)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
 class _Canvas:
-    def __init__(self, config, scale: float, centre, warp_fields, warp_amp: float):
+    """The grid (possibly shifted by a sub-voxel offset), its deformed nominal coordinates, and the
+    label, HU and texture-amplitude volumes being painted."""
+
+    def __init__(self, config, scale: float, centre, warp_fields, warp_amp: float, offset=(0.0, 0.0, 0.0)):
         self.size = np.array(config.size, dtype=int)  # x, y, z
         self.spacing = np.array(config.spacing, dtype=float)
         self.origin = -(self.size - 1) / 2.0 * self.spacing
+        self.offset = np.asarray(offset, dtype=float)  # sub-voxel shift (voxels, x y z) of this sub-grid
         self.shape = (int(self.size[2]), int(self.size[1]), int(self.size[0]))  # z, y, x
         self.s = float(scale)
         self.c = np.asarray(centre, dtype=float)
         self.margin = warp_amp  # nominal mm the deformation can move a point
+        self.warp_fields = warp_fields
         # nominal (undeformed) coordinate of each index along each axis
         self.axes = [
-            ((self.origin[k] + np.arange(self.size[k]) * self.spacing[k]) / self.s + self.c[k]).astype(np.float32)
+            ((self.origin[k] + (np.arange(self.size[k]) + self.offset[k]) * self.spacing[k]) / self.s
+             + self.c[k]).astype(np.float32)
             for k in range(3)
         ]
-        ux = self.axes[0][None, None, :]
-        uy = self.axes[1][:, None][None, :, :]
-        uz = self.axes[2][:, None, None]
         shape = self.shape
-        self.X = np.broadcast_to(ux, shape).astype(np.float32)
-        self.Y = np.broadcast_to(uy, shape).astype(np.float32)
-        self.Z = np.broadcast_to(uz, shape).astype(np.float32)
+        self.X = np.broadcast_to(self.axes[0][None, None, :], shape).astype(np.float32)
+        self.Y = np.broadcast_to(self.axes[1][None, :, None], shape).astype(np.float32)
+        self.Z = np.broadcast_to(self.axes[2][:, None, None], shape).astype(np.float32)
+        # the deformation is smooth (wavelengths >= 260 mm): evaluate it on a coarse grid, interpolate
+        idx = self._coarse(60.0)
+        cx, cy, cz = (self.axes[0][idx[2][1]][None, None, :], self.axes[1][idx[1][1]][None, :, None],
+                      self.axes[2][idx[0][1]][:, None, None])
         for arr, field in zip((self.X, self.Y, self.Z), warp_fields):
-            arr += field(ux, uy, uz)
+            arr += _upsample(field(cx, cy, cz), idx)
         self.lab = np.zeros(shape, dtype=np.uint8)
         self.hu = np.full(shape, -1000.0, dtype=np.float32)
         self.tex = np.zeros(shape, dtype=np.float32)
         self.voxel_nominal = float(self.spacing.min()) / self.s
+        self._fields = {}
+
+    def _coarse(self, step_mm: float):
+        """(n, coarse indices) per axis (z, y, x) for a sub-grid about step_mm nominal apart."""
+        out = []
+        for k in (2, 1, 0):
+            stride = int(step_mm * self.s / self.spacing[k])
+            out.append((int(self.size[k]), _coarse_axis(int(self.size[k]), stride)))
+        return out
+
+    def smooth(self, field, min_wavelength: float) -> np.ndarray:
+        """A smooth random field over the whole canvas at the deformed coordinates, evaluated on a coarse
+        grid (an eighth of the shortest wavelength apart) and interpolated; computed once per canvas."""
+        key = id(field)
+        if key not in self._fields:
+            idx = self._coarse(min_wavelength / 8.0)
+            sub = np.ix_(idx[0][1], idx[1][1], idx[2][1])
+            self._fields[key] = _upsample(field(self.X[sub], self.Y[sub], self.Z[sub]), idx)
+        return self._fields[key]
 
     # index box of a nominal-coordinate box (with the deformation's margin), or None when outside
     def box(self, lo, hi):
@@ -121,8 +174,8 @@ class _Canvas:
         hi = np.asarray(hi, dtype=float) + self.margin
         sl = []
         for k in range(3):
-            i0 = ((lo[k] - self.c[k]) * self.s - self.origin[k]) / self.spacing[k]
-            i1 = ((hi[k] - self.c[k]) * self.s - self.origin[k]) / self.spacing[k]
+            i0 = ((lo[k] - self.c[k]) * self.s - self.origin[k]) / self.spacing[k] - self.offset[k]
+            i1 = ((hi[k] - self.c[k]) * self.s - self.origin[k]) / self.spacing[k] - self.offset[k]
             a = max(int(math.floor(i0)) - 1, 0)
             b = min(int(math.ceil(i1)) + 2, int(self.size[k]))
             if a >= b:
