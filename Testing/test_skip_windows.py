@@ -30,7 +30,7 @@ from MedDiffFMLogic.sampling import (
     Conditions, SlidingWindowEstimator, WindowConfig, make_generator, sample, spaced_timesteps,
 )
 from MedDiffFMLogic.schedules import alphas_cumprod
-from MedDiffFMLogic.tasks import anomaly, denoise, inpaint, superres
+from MedDiffFMLogic.tasks import anomaly, denoise, inpaint, prepare, superres
 from MedDiffFMLogic.tasks.common import air_value, body_mask, load_model
 
 
@@ -170,7 +170,7 @@ def _two_lesion_case():
     return image, mask
 
 
-def test_inpaint_skips_windows_without_generated_voxels_and_the_result_is_identical(tiny_model_card, monkeypatch):
+def test_inpaint_skips_windows_without_generated_voxels_and_the_result_is_identical(tiny_model_card):
     image, mask = _two_lesion_case()
     model = load_model(str(tiny_model_card), "cpu")
     counting = CountingNet(model.net)
@@ -191,10 +191,10 @@ def test_inpaint_skips_windows_without_generated_voxels_and_the_result_is_identi
         return out, counting.windows
 
     for windows in (WindowConfig(batch=1), WindowConfig()):
+        model.estimator = None
         skipped, n_skipped = run(windows)
-        with monkeypatch.context() as m:
-            m.setattr(inpaint, "SlidingWindowEstimator", NoSkip)
-            full, n_full = run(windows)
+        model.estimator = NoSkip
+        full, n_full = run(windows)
         assert seen[-1] == (3, 3)  # z windows at 0, 24 and 40 of the 72-slice box
         assert n_full == 3 * n_skipped // 2 > 0  # two of the three windows hold a lesion
         if windows.batch == 1:
@@ -203,7 +203,7 @@ def test_inpaint_skips_windows_without_generated_voxels_and_the_result_is_identi
             np.testing.assert_allclose(skipped[mask], full[mask], rtol=1e-5, atol=1e-3)  # HU
 
 
-def test_a_single_compact_lesion_leaves_no_window_to_skip(tiny_model_card, monkeypatch):
+def test_a_single_compact_lesion_leaves_no_window_to_skip(tiny_model_card):
     """The crop box is the lesion's box plus half a window on each side, so each window of it reaches
     into the lesion's box along every axis; a compact lesion (here a ball of radius 10 voxels, larger
     than half a window) fills enough of its box that every window holds some of it."""
@@ -211,16 +211,15 @@ def test_a_single_compact_lesion_leaves_no_window_to_skip(tiny_model_card, monke
     mask = (zz - 30) ** 2 + (yy - 33) ** 2 + (xx - 31) ** 2 <= 10**2
     image = sitk.GetImageFromArray(np.full(mask.shape, 40.0, np.float32))
     image.SetSpacing((4.0, 4.0, 4.0))
-    model = load_model(str(tiny_model_card), "cpu")
-    made = _record_estimators(monkeypatch, inpaint)
+    made, recording = _recording()
+    model = load_model(str(tiny_model_card), "cpu", estimator=recording)
     inpaint.regenerate(image, mask, model, region="abdomen", steps=1, jump_length=1, resamplings=1, eta=1.0,
                        seed=0, windows=WindowConfig())
     assert [_windows(e) for e in made] == [(8, 8)]
 
 
-def _record_estimators(monkeypatch, *task_modules) -> list:
-    """Every estimator the given task modules make from now on, in order (the tasks construct it by the
-    name they import)."""
+def _recording() -> tuple[list, type]:
+    """An estimator class that records every instance made of it (in the list), to hand to load_model."""
     made = []
 
     class Recording(SlidingWindowEstimator):
@@ -228,9 +227,7 @@ def _record_estimators(monkeypatch, *task_modules) -> list:
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    for module in task_modules:
-        monkeypatch.setattr(module, "SlidingWindowEstimator", Recording)
-    return made
+    return made, Recording
 
 
 def _windows(estimator) -> tuple[int, int]:
@@ -254,7 +251,9 @@ def test_skip_air_flag_parses_and_reaches_the_estimator(tmp_path, tiny_model_car
 
     hu = _body_phantom(shape=(80, 32, 32), noise_hu=20.0)
     ct = ctio.write_image(ctio.from_array(hu, _grid(hu.shape)), tmp_path / "ct.nrrd")
-    made = _record_estimators(monkeypatch, denoise)
+    made, recording = _recording()
+    # main() loads the model itself: replace the default estimator of the one place that makes them.
+    monkeypatch.setattr(prepare, "SlidingWindowEstimator", recording)
     for flag in ([], ["--skip-air"]):
         code = main(["denoise", str(ct), "-o", str(tmp_path / "out.nrrd"), "--model", str(tiny_model_card),
                      "--steps", "1", "--noise-level", "20", "--region", "abdomen", "--progress", "json", *flag])
@@ -272,10 +271,10 @@ def _grid(shape) -> sitk.Image:
     return image
 
 
-def test_anomaly_and_superres_skip_air_run_fewer_windows(tmp_path, tiny_model_card, monkeypatch):
+def test_anomaly_and_superres_skip_air_run_fewer_windows(tmp_path, tiny_model_card):
     hu = _body_phantom(shape=(84, 32, 32), body_from=60, noise_hu=20.0)
-    made = _record_estimators(monkeypatch, anomaly, superres)
-    model = load_model(str(tiny_model_card), "cpu")
+    made, recording = _recording()
+    model = load_model(str(tiny_model_card), "cpu", estimator=recording)
     image = ctio.from_array(hu, _grid(hu.shape))
     config = anomaly.AnomalyConfig(region="abdomen", steps=1, t_start=500, skip_air=True)
     result = anomaly.anomaly_map(image, config, model)
@@ -291,6 +290,6 @@ def test_anomaly_and_superres_skip_air_run_fewer_windows(tmp_path, tiny_model_ca
     thick = hu.reshape(28, 3, 32, 32).mean(axis=1)
     low = sitk.GetImageFromArray(thick)
     low.SetSpacing((4.0, 4.0, 12.0))
-    controlled = load_model(str(tiny_model_card), "cpu", str(card))
+    controlled = load_model(str(tiny_model_card), "cpu", str(card), estimator=recording)
     superres.super_resolve(low, superres.SuperresConfig(region="abdomen", factor=3, steps=1, skip_air=True), controlled)
     assert _windows(made[-1]) == (2, 4)

@@ -1,10 +1,10 @@
 """Speed and memory of every task: ours against the same task with MONAI's sliding-window inference in
 place of ours (`speed.py --tasks`).
 
-What is compared. Every task module builds its whole-volume noise estimate with
-`sampling.SlidingWindowEstimator`, imported by name. Each (task, volume, method) runs the task's own
-`run()` (read the input file, load the bundled models, the task's sampler, write the outputs) in a fresh
-child process in which that name, in every task module that imports it, is replaced by:
+What is compared. Every task builds its whole-volume noise estimate in `tasks.prepare.prepare_task`
+with the estimator its `run()` is handed (`estimator=`, by default `sampling.SlidingWindowEstimator`).
+Each (task, volume, method) runs the task's own `run()` (read the input file, load the bundled models,
+the task's sampler, write the outputs) in a fresh child process, handed:
 
 - ours: a counting subclass of `SlidingWindowEstimator` (nothing else changes);
 - baseline: `MonaiSlidingWindow`, a drop-in with the same constructor whose every call is
@@ -299,7 +299,7 @@ def prepare(task: str, size_xyz: tuple[int, int, int], folder: Path) -> tuple[di
 TASK_CHILD = "--task-child"
 
 
-def _run_task(spec: dict, outputs: dict, model: str) -> None:
+def _run_task(spec: dict, outputs: dict, model: str, estimator) -> None:
     task, files, config = spec["task"], spec["files"], dict(spec["config"])
     module = importlib.import_module(f"MedDiffFMLogic.tasks.{task}")
     config["model"] = model
@@ -307,13 +307,13 @@ def _run_task(spec: dict, outputs: dict, model: str) -> None:
              "lesion": "LesionConfig", "superres": "SuperresConfig", "synthesize": "SynthesizeConfig"}
     cfg = getattr(module, names[task])(**config)
     if task in ("denoise", "superres"):
-        module.run(cfg, files["input"], outputs["image"])
+        module.run(cfg, files["input"], outputs["image"], estimator=estimator)
     elif task == "anomaly":
-        module.run(cfg, files["input"], outputs["map"], healthy_out=outputs["healthy"])
+        module.run(cfg, files["input"], outputs["map"], healthy_out=outputs["healthy"], estimator=estimator)
     elif task in ("inpaint", "lesion"):
-        module.run(cfg, files["input"], files["mask"], outputs["image"])
+        module.run(cfg, files["input"], files["mask"], outputs["image"], estimator=estimator)
     else:
-        module.run(cfg, outputs["image"])
+        module.run(cfg, outputs["image"], estimator=estimator)
 
 
 def task_child(spec_path: str, method: str, threads: int, model: str) -> None:
@@ -321,11 +321,7 @@ def task_child(spec_path: str, method: str, threads: int, model: str) -> None:
     memory growth)."""
     torch.set_num_threads(threads)
     spec = json.loads(Path(spec_path).read_text())
-    estimator = ESTIMATORS[method]()
-    for name in TASKS:  # lesion runs inpaint's sampler: every task module that imports the name
-        module = importlib.import_module(f"MedDiffFMLogic.tasks.{name}")
-        if hasattr(module, "SlidingWindowEstimator"):
-            module.SlidingWindowEstimator = estimator
+    estimator = ESTIMATORS[method]()  # handed to the task's run(), which makes its estimator with it
     # Warm-up: one call on 48^3 (8 windows of 32^3: both of ours' batch sizes) with the task's models.
     from MedDiffFMLogic.tasks.common import load_model
 
@@ -340,7 +336,7 @@ def task_child(spec_path: str, method: str, threads: int, model: str) -> None:
     outputs = {k: str(Path(v).with_name(f"{label}_{Path(v).name}")) for k, v in spec["outputs"].items()}
     with peakmem.PeakGrowth() as peak:
         start = time.perf_counter()
-        _run_task(spec, outputs, model)
+        _run_task(spec, outputs, model, estimator)
         seconds = time.perf_counter() - start
     active = FIRST["estimator"].conditions.active
     first = {"x": FIRST["x"], "t": FIRST["t"], "eps": FIRST["eps"], "active": active}

@@ -2,7 +2,7 @@
 pretrained model denoise it back into a pseudo-healthy image, and take the residual.
 
 - The input y is windowed to the region's HU range and, when its spacing differs from the model's
-  working spacing by more than 10%, resampled (linearly) onto the working grid.
+  working spacing by more than 30% (grids.NATIVE_TOLERANCE), resampled (linearly) onto the working grid.
 - `algorithms.reconstruct` diffuses y to x_t = sqrt(a_t) y + sqrt(1 - a_t) z at t = `t_start` and runs
   `steps` DDIM steps back to 0; with several `seeds` the reconstructions are averaged (the average of
   independent trajectories is a steadier estimate of the healthy image, and the residual's noise falls).
@@ -34,12 +34,10 @@ from .. import ctio
 from ..algorithms import reconstruct
 from ..errors import InputError
 from ..progress import SILENT, Progress
-from ..regions import HU_WINDOWS, check_region, region_index
-from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig
-from .common import (
-    DEFAULT_MODEL, LoadedModel, add_model_options, check_outputs, check_positive, from_unit_tensor, load_model,
-    air_skip, read_anatomy, to_unit_tensor, window_report, working_grid,
-)
+from ..regions import HU_WINDOWS, check_region
+from ..sampling import WindowConfig
+from .common import DEFAULT_MODEL, LoadedModel, add_model_options, check_outputs, check_positive, load_model
+from .prepare import prepare_task
 from .masks import parse_labels, read_roi
 
 PAPER_T_START = 950
@@ -86,26 +84,15 @@ def anomaly_map(image: sitk.Image, config: AnomalyConfig, model: LoadedModel,
         raise InputError(f"--smooth must be 0 or more mm, got {config.smooth_mm}")
     if config.threshold is not None and not config.threshold > 0:
         raise InputError(f"--threshold must be a positive number of HU, got {config.threshold}")
-    work = working_grid(image, model.card.working_spacing)
-    native = work is image
-    y = to_unit_tensor(work, config.region, model.device)
-    anatomy = read_anatomy(config.anatomy, work, model.net.config.anatomy_bits)
-    skip = air_skip(work if config.skip_air else None, config.region)
-    estimator = SlidingWindowEstimator(
-        model.net, y.shape[2:], Conditions(region=region_index(config.region), anatomy=anatomy, **skip),
-        config.windows, model.device, alphas_cumprod=model.alphas_cumprod,
-    )
-    window_report(progress, estimator)
+    prepared = prepare_task(model, config.region, config.windows, image=image, anatomy=config.anatomy,
+                            skip_air=config.skip_air, progress=progress)
+    work, native = prepared.work, prepared.native
     seeds = [config.seed + k for k in range(config.seeds)]
-    x = reconstruct(estimator, model.alphas_cumprod, y, config.t_start, config.steps, seeds,
+    x = reconstruct(prepared.estimator, model.alphas_cumprod, prepared.y, config.t_start, config.steps, seeds,
                     progress=progress, stage="anomaly")
-    healthy = from_unit_tensor(x, work, config.region)
+    healthy = prepared.result(x)
     low, high = HU_WINDOWS[config.region]
-    if native:
-        seen = np.clip(ctio.to_array(image), low, high)
-    else:
-        healthy = ctio.resample_onto(healthy, image, "linear")
-        seen = np.clip(ctio.to_array(ctio.resample_onto(work, image, "linear")), low, high)
+    seen = np.clip(ctio.to_array(image if native else ctio.resample_onto(work, image, "linear")), low, high)
     h = ctio.to_array(healthy)
     residual = np.abs(seen - h)
     if config.smooth_mm > 0:
@@ -137,7 +124,7 @@ def anomaly_map(image: sitk.Image, config: AnomalyConfig, model: LoadedModel,
 
 def run(config: AnomalyConfig, input: str | os.PathLike, output: str | os.PathLike,
         mask_out: str | os.PathLike | None = None, healthy_out: str | os.PathLike | None = None,
-        progress: Progress = SILENT) -> dict[str, str]:
+        progress: Progress = SILENT, estimator=None) -> dict[str, str]:
     outputs = {"output": output, "mask": mask_out, "healthy image": healthy_out}
     check_outputs(input, outputs)
     if config.roi is not None:
@@ -146,7 +133,7 @@ def run(config: AnomalyConfig, input: str | os.PathLike, output: str | os.PathLi
     roi = None
     if config.roi is not None:
         roi = read_roi(config.roi, image, list(config.roi_labels) if config.roi_labels else None)
-    model = load_model(config.model, config.device)
+    model = load_model(config.model, config.device, estimator=estimator)
     result = anomaly_map(image, config, model, roi, progress)
     progress.start("write", 1, f"threshold {result.threshold:.1f} HU, score {result.score:.1f} HU")
     written = {"map": str(ctio.write_image(result.map, output))}

@@ -1,12 +1,14 @@
-"""What every task shares: the default models, loading them on a device, the working grid, the
-conventions for ControlNet control volumes, and output-path checks."""
+"""What every task shares: the default models, loading them on a device, the anatomy condition, the
+context box around a mask, the body mask for --skip-air, and output-path checks. (Grids: grids.py;
+HU <-> the network's units: units.py; ControlNet inputs: controls.py; the preparation every task runs
+before sampling: prepare.py.)"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -20,15 +22,13 @@ from ..modelfiles import ModelCard, load_controlnet, load_network
 from ..regions import hu_to_unit
 from ..schedules import ScheduleConfig, alphas_cumprod
 
+# Moved to controls.py (below tasks and training); still importable here for Testing/test_training_data.py
+# until its owner switches the import.
+from ..controls import lesion_control, superres_control  # noqa: E402,F401
+
 DEFAULT_MODEL = "meddifffm-base-demo"
 DEFAULT_SUPERRES = "meddifffm-superres-demo"
 DEFAULT_LESION = "meddifffm-lesion-demo"
-# Work on the input's own grid when its spacing is within this fraction of the model's working
-# spacing on every axis: resampling would then cost more than it buys. Measured with the bundled 4 mm
-# model on 5 mm-slice abdomen phantoms: upsampling 5 -> 4 mm makes three of every four slices linear
-# blends of two, which the model "corrects" as if they were noise (denoising PSNR 24.6 dB, against 31.0
-# dB on the native grid and 33.1 dB for the noisy input).
-NATIVE_TOLERANCE = 0.3
 
 
 @dataclass
@@ -38,10 +38,15 @@ class LoadedModel:
     device: torch.device
     alphas_cumprod: torch.Tensor
     controlnet_card: ModelCard | None = None
+    # What builds the whole-volume noise estimate (tasks.prepare); None: sampling.SlidingWindowEstimator.
+    # Benchmarks and tests hand another here (a counting one, MONAI's sliding window) instead of patching.
+    estimator: Callable | None = None
 
 
-def load_model(model: str, device: str = "auto", controlnet: str | None = None) -> LoadedModel:
-    """The base denoiser (by name or card path), optionally with a task ControlNet trained on it."""
+def load_model(model: str, device: str = "auto", controlnet: str | None = None,
+               estimator: Callable | None = None) -> LoadedModel:
+    """The base denoiser (by name or card path), optionally with a task ControlNet trained on it; the
+    tasks estimate noise with `estimator` (default: sampling.SlidingWindowEstimator)."""
     torch_device = resolve_device(device)
     net, card = load_network(model, torch_device)
     control_card = None
@@ -50,7 +55,8 @@ def load_model(model: str, device: str = "auto", controlnet: str | None = None) 
 
         control, control_card = load_controlnet(controlnet, net, card, torch_device)
         net = ControlledDenoiser(net, control).eval()
-    return LoadedModel(net, card, torch_device, alphas_cumprod(ScheduleConfig(**card.schedule)), control_card)
+    return LoadedModel(net, card, torch_device, alphas_cumprod(ScheduleConfig(**card.schedule)), control_card,
+                       estimator)
 
 
 def require_controlnet(model: LoadedModel, task: str) -> None:
@@ -60,43 +66,12 @@ def require_controlnet(model: LoadedModel, task: str) -> None:
         raise InputError(f"this task needs a {task!r} ControlNet, got {what}; pass --controlnet with a {task} ControlNet")
 
 
-def centred_grid(size: tuple[int, int, int], spacing: tuple[float, float, float]) -> sitk.Image:
-    """An empty float32 image of `size` (x, y, z) voxels centred on the physical origin."""
-    image = sitk.Image([int(s) for s in size], sitk.sitkFloat32)
-    image.SetSpacing([float(s) for s in spacing])
-    image.SetOrigin([-(n - 1) * s / 2.0 for n, s in zip(size, spacing)])
-    return image
-
-
-# ----------------------------------------------------------------------------------------- grids
-
-
-def close_spacing(a: Sequence[float], b: Sequence[float], tolerance: float = NATIVE_TOLERANCE) -> bool:
-    return all(abs(float(x) - float(y)) <= tolerance * float(y) for x, y in zip(a, b))
-
-
-def working_grid(image: sitk.Image, spacing: Sequence[float], tolerance: float = NATIVE_TOLERANCE) -> sitk.Image:
-    """The image on the model's working grid (same extent, origin and direction), or the image itself
-    when its spacing is already within `tolerance` of the working spacing."""
-    if close_spacing(image.GetSpacing(), spacing, tolerance):
-        return image
-    return ctio.resample_to_spacing(image, spacing, "linear")
-
-
-def to_unit_tensor(image: sitk.Image, region: str, device: torch.device | str = "cpu") -> torch.Tensor:
-    """HU image -> (1, 1, D, H, W) float32 tensor in the region's [-1, 1] window."""
-    return torch.from_numpy(ctio.window_to_unit(image, region))[None, None].to(device)
-
-
-def from_unit_tensor(x: torch.Tensor, reference: sitk.Image, region: str) -> sitk.Image:
-    return ctio.unit_to_image(x[0, 0].detach().cpu().numpy(), reference, region)
-
-
-def read_anatomy(path: str | os.PathLike | None, grid: sitk.Image, bits: int) -> torch.Tensor | None:
-    """An organ label map (anatomy condition) resampled nearest-neighbour onto grid, as (D, H, W) int64."""
+def read_anatomy(path: str | os.PathLike | sitk.Image | None, grid: sitk.Image, bits: int) -> torch.Tensor | None:
+    """An organ label map (anatomy condition; a file, or an image already read) resampled
+    nearest-neighbour onto grid, as (D, H, W) int64."""
     if path is None:
         return None
-    labels = ctio.read_label_map(path)
+    labels = path if isinstance(path, sitk.Image) else ctio.read_label_map(path)
     top = int(sitk.GetArrayViewFromImage(labels).max())
     if top >= 2**bits:
         raise InputError(
@@ -105,11 +80,6 @@ def read_anatomy(path: str | os.PathLike | None, grid: sitk.Image, bits: int) ->
         )
     on_grid = ctio.resample_onto(labels, grid, "nearest", 0)
     return torch.from_numpy(sitk.GetArrayFromImage(on_grid).astype(np.int64))
-
-
-def whole_axes(shape: Sequence[int]) -> list[torch.Tensor]:
-    """Whole-volume coordinates per axis (z, y, x): [-1, 1] over the volume, for cropping."""
-    return [torch.linspace(-1.0, 1.0, n) if n > 1 else torch.zeros(1) for n in shape]
 
 
 def crop_box(mask: np.ndarray, margin: int, minimum: int) -> tuple[slice, slice, slice]:
@@ -185,24 +155,6 @@ def window_report(progress, estimator) -> None:
     """Say how many windows the network evaluates per step, when some are skipped."""
     if estimator.active_windows < len(estimator):
         progress.note("windows", f"{estimator.active_windows} of {len(estimator)} windows per step need the network")
-
-
-# ----------------------------------------------------------------------------------------- ControlNet inputs
-# One convention each, shared by the tasks and by ControlNet fine-tuning (training must build its
-# control volumes with these same functions).
-
-
-def lesion_control(mask: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Lesion ControlNet input c_t: the (D, H, W) lesion mask as one channel, lesion +1, elsewhere -1."""
-    mask = torch.as_tensor(np.asarray(mask) if isinstance(mask, np.ndarray) else mask).bool()
-    return (mask.float() * 2.0 - 1.0)[None]
-
-
-def superres_control(low_res: sitk.Image, high_res_grid: sitk.Image, region: str) -> torch.Tensor:
-    """Super-resolution ControlNet input c_t: the low-resolution CT linearly interpolated onto the
-    high-resolution working grid, in the region's [-1, 1] window, as (1, D, H, W)."""
-    on_grid = ctio.resample_onto(low_res, high_res_grid, "linear")
-    return torch.from_numpy(hu_to_unit(ctio.to_array(on_grid), region).astype(np.float32))[None]
 
 
 # ----------------------------------------------------------------------------------------- paths

@@ -7,7 +7,7 @@ from the image (`algorithms.estimate_noise_hu`, flat soft-tissue tiles); `streng
 at t* = the timestep whose sigma_bar_t matches sigma_n, from x_{t*} = sqrt(a_t*) y (the noisy image is
 already a sample of x_{t*}), and runs `steps` DiffPIR steps down to 0 with lambda and zeta.
 
-Grids: when the input's spacing is within 30% of the model's working spacing (common.NATIVE_TOLERANCE)
+Grids: when the input's spacing is within 30% of the model's working spacing (grids.NATIVE_TOLERANCE)
 the model runs on the input grid itself, and y is the input exactly. Otherwise y is the input resampled
 (linearly) to the working spacing, sigma_n is re-estimated there (resampling averages noise away), and
 the result is resampled back; the detail that the round trip through the working grid removes (input
@@ -37,13 +37,11 @@ from .. import ctio
 from ..algorithms import denoise_data_step, diffpir, diffpir_start, estimate_noise_hu
 from ..errors import InputError
 from ..progress import SILENT, Progress
-from ..regions import HU_WINDOWS, check_region, hu_per_unit, region_index
-from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig, make_generator, spaced_timesteps
+from ..regions import HU_WINDOWS, check_region, hu_per_unit
+from ..sampling import WindowConfig, make_generator, spaced_timesteps
 from ..schedules import timestep_for_noise_level
-from .common import (
-    DEFAULT_MODEL, LoadedModel, add_model_options, check_outputs, check_positive, from_unit_tensor, load_model,
-    air_skip, read_anatomy, to_unit_tensor, window_report, working_grid,
-)
+from .common import DEFAULT_MODEL, LoadedModel, add_model_options, check_outputs, check_positive, load_model
+from .prepare import prepare_task
 
 
 @dataclass(frozen=True)
@@ -82,8 +80,10 @@ def denoise_image(image: sitk.Image, config: DenoiseConfig, model: LoadedModel,
         raise InputError(f"--strength must be positive, got {config.strength}")
     if config.noise_level is not None and not config.noise_level > 0:
         raise InputError(f"--noise-level must be a positive number of HU, got {config.noise_level}")
-    work = working_grid(image, model.card.working_spacing)
-    native = work is image
+    prepared = prepare_task(model, config.region, config.windows, image=image, anatomy=config.anatomy,
+                            skip_air=config.skip_air, progress=progress)
+    work, native = prepared.work, prepared.native
+
     def noise_of(im: sitk.Image) -> float:
         return estimate_noise_hu(ctio.to_array(im), im.GetSpacing()[:2])
 
@@ -111,25 +111,15 @@ def denoise_image(image: sitk.Image, config: DenoiseConfig, model: LoadedModel,
     timesteps = spaced_timesteps(min(config.steps, t_start + 1), t_start)
     info = DenoiseInfo(input_noise * config.strength, work_noise, t_start, timesteps, native)
 
-    y = to_unit_tensor(work, config.region, model.device)
-    anatomy = read_anatomy(config.anatomy, work, model.net.config.anatomy_bits)
-    skip = air_skip(work if config.skip_air else None, config.region)
-    estimator = SlidingWindowEstimator(
-        model.net, y.shape[2:], Conditions(region=region_index(config.region), anatomy=anatomy, **skip),
-        config.windows, model.device, alphas_cumprod=model.alphas_cumprod,
-    )
+    y, estimator = prepared.y, prepared.estimator
     info.windows = (estimator.active_windows, len(estimator))
-    window_report(progress, estimator)
     generator = make_generator(config.seed)
     x = diffpir_start(y, t_start, sigma_n, model.alphas_cumprod, generator)
     x = diffpir(
         estimator, model.alphas_cumprod, x, timesteps, denoise_data_step(y), sigma_n, config.lam, config.zeta,
         generator, progress=progress, stage="denoise",
     )
-    result = from_unit_tensor(x, work, config.region)
-    if not native:
-        result = ctio.resample_onto(result, image, "linear")
-    out = ctio.to_array(result)
+    out = ctio.to_array(prepared.result(x))
     original = ctio.to_array(image)
     if not native and config.keep_detail:
         round_trip = ctio.to_array(ctio.resample_onto(work, image, "linear"))
@@ -162,10 +152,10 @@ def beyond_window(original: np.ndarray, result: np.ndarray, region: str, noise_h
 
 
 def run(config: DenoiseConfig, input: str | os.PathLike, output: str | os.PathLike,
-        progress: Progress = SILENT) -> dict[str, str]:
+        progress: Progress = SILENT, estimator=None) -> dict[str, str]:
     check_outputs(input, {"output": output})
     image = ctio.read_ct(input)
-    model = load_model(config.model, config.device)
+    model = load_model(config.model, config.device, estimator=estimator)
     result, info = denoise_image(image, config, model, progress)
     progress.start("write", 1, f"noise {info.noise_level_hu:.1f} HU, t*={info.t_start}")
     path = ctio.write_image(result, output)

@@ -33,20 +33,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-from scipy import ndimage
 
 from .. import ctio
 from ..algorithms import repaint, repaint_timesteps
 from ..errors import InputError
 from ..progress import SILENT, Progress
-from ..regions import check_region, region_index
-from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig, make_generator
-from .common import (
-    DEFAULT_MODEL, LoadedModel, add_model_options, check_outputs, check_positive, crop_box, from_unit_tensor,
-    lesion_control, load_model, read_anatomy, require_controlnet, to_unit_tensor, whole_axes, window_report,
-    working_grid,
-)
+from ..controls import lesion_control
+from ..regions import check_region
+from ..sampling import WindowConfig, make_generator
+from .common import DEFAULT_MODEL, LoadedModel, add_model_options, check_outputs, check_positive, load_model, require_controlnet
+from .prepare import mask_on_grid, prepare_task
 from .masks import read_mask
 
 
@@ -88,49 +84,18 @@ def regenerate(
     the lesion ControlNet's mask, when the model carries one."""
     check_region(region)
     check_positive(steps=steps, jump_length=jump_length, resamplings=resamplings)
-    work = working_grid(image, model.card.working_spacing)
-    native = work is image
-
-    def on_work(mask: np.ndarray, level: float) -> np.ndarray:
-        if native:
-            return mask
-        m = ctio.from_array(mask.astype(np.float32), image)
-        return ctio.to_array(ctio.resample_onto(m, work, "linear", 0.0)) > level
-
-    generate = on_work(region_mask, 1e-3)
-    if not native:
-        # A full 3x3x3 neighbourhood: the linear interpolation back onto an input voxel reads the
-        # 2x2x2 working voxels around it, diagonal ones included.
-        generate = ndimage.binary_dilation(generate, structure=np.ones((3, 3, 3), bool))
-    if not generate.any():
-        raise InputError("the mask covers no voxel of the working grid")
-    edge = windows.size or model.net.config.window_size
-    box = crop_box(generate, margin=edge // 2, minimum=edge)
-    y = to_unit_tensor(work, region, model.device)[(slice(None), slice(None), *box)]
-    unknown = torch.from_numpy(generate[box])[None, None].to(model.device)
-    anatomy_t = read_anatomy(anatomy, work, model.net.config.anatomy_bits)
     control = None
     if control_mask is not None:
         # The ControlNet sees the lesion's own shape (half-covered working voxels in), not the
-        # generous region above.
-        control = lesion_control(on_work(control_mask, 0.5)[box])
-    axes = tuple(a[b] for a, b in zip(whole_axes(generate.shape), box))
-    conditions = Conditions(
-        region=region_index(region), anatomy=None if anatomy_t is None else anatomy_t[box], axes=axes, control=control,
-        active=unknown[0, 0],
-    )
-    estimator = SlidingWindowEstimator(model.net, y.shape[2:], conditions, windows, model.device,
-                                       alphas_cumprod=model.alphas_cumprod)
-    window_report(progress, estimator)
+        # generous region to generate.
+        control = lambda work: lesion_control(mask_on_grid(control_mask, image, work, 0.5))  # noqa: E731
+    prepared = prepare_task(model, region, windows, image=image, anatomy=anatomy, control=control,
+                            generate=region_mask, progress=progress)
     generator = make_generator(seed)
     timesteps = repaint_timesteps(steps, jump_length, resamplings)
-    x = repaint(estimator, model.alphas_cumprod, y, unknown, timesteps, generator, eta=eta, progress=progress, stage=stage)
-    full = to_unit_tensor(work, region, model.device)
-    full[(slice(None), slice(None), *box)] = x
-    result = from_unit_tensor(full, work, region)
-    if not native:
-        result = ctio.resample_onto(result, image, "linear")
-    return ctio.to_array(result)
+    x = repaint(prepared.estimator, model.alphas_cumprod, prepared.y, prepared.generate, timesteps, generator,
+                eta=eta, progress=progress, stage=stage)
+    return ctio.to_array(prepared.result(x))
 
 
 def compose(image: sitk.Image, generated: np.ndarray, region_mask: np.ndarray, pixel_id: int | None = None) -> sitk.Image:
@@ -161,12 +126,12 @@ def input_pixel_id(path: str | os.PathLike) -> int | None:
 
 
 def run(config: InpaintConfig, input: str | os.PathLike, mask: str | os.PathLike, output: str | os.PathLike,
-        change_mask: str | os.PathLike | None = None, progress: Progress = SILENT) -> dict[str, str]:
+        change_mask: str | os.PathLike | None = None, progress: Progress = SILENT, estimator=None) -> dict[str, str]:
     check_outputs(input, {"output": output, "change mask": change_mask})
     check_outputs(mask, {"output": output, "change mask": change_mask})
     image = ctio.read_ct(input)
     region_mask = read_mask(mask, image, config.label)
-    model = load_model(config.model, config.device, config.controlnet)
+    model = load_model(config.model, config.device, config.controlnet, estimator=estimator)
     if config.controlnet is not None:
         require_controlnet(model, "lesion")
     generated = regenerate(

@@ -75,13 +75,13 @@ def generate_lesion(image: sitk.Image, lesion: np.ndarray, config: LesionConfig,
 
 
 def run(config: LesionConfig, input: str | os.PathLike, mask: str | os.PathLike, output: str | os.PathLike,
-        change_mask: str | os.PathLike | None = None, progress: Progress = SILENT) -> dict[str, str]:
+        change_mask: str | os.PathLike | None = None, progress: Progress = SILENT, estimator=None) -> dict[str, str]:
     outputs = {"output": output, "change mask": change_mask}
     check_outputs(input, outputs)
     check_outputs(mask, outputs)
     image = ctio.read_ct(input)
     lesion = read_mask(mask, image, config.label, what="lesion mask")
-    model = load_model(config.model, config.device, config.controlnet)
+    model = load_model(config.model, config.device, config.controlnet, estimator=estimator)
     result, changed = generate_lesion(image, lesion, config, model, input_pixel_id(input), progress)
     written = {"image": str(ctio.write_image(result, output))}
     if change_mask is not None:

@@ -9,14 +9,14 @@ Grids
   in-plane grid, direction and physical extent as the input, origin moved by (dz_out - dz) / 2 along the
   slice axis.
 - Working grid: the model's working spacing over the same slab stack (its z spacing adjusted to tile the
-  stack exactly); when the output spacing is within 10% of the working spacing, the output grid itself.
+  stack exactly); when the output spacing is within 30% of the working spacing (grids.NATIVE_TOLERANCE), the output grid itself.
 
 Sampling: DiffPIR (Zhu et al. 2023) from pure noise at T - 1 with `steps` uniformly spaced steps (paper:
 100 NFEs, sigma_n = 1.0, lambda = 1), with H = `algorithms.SliceAverage`: y = H x, y the input resampled
 in plane onto the working grid (its slice positions are kept, so no interpolation along z), x the
 working-grid volume, each row of H the overlap of one thick slab with the working slices. The
 super-resolution ControlNet sees c_t = the input linearly interpolated onto the working grid
-(`common.superres_control`, the convention training uses).
+(`controls.superres_control`, the convention training uses).
 
 Air (--skip-air, off by default): windows wholly outside the body (`common.body_mask` of the input
 linearly resampled onto the working grid) are not run through the network; their clean-image estimate
@@ -43,13 +43,15 @@ from .. import ctio
 from ..algorithms import SliceAverage, diffpir
 from ..errors import InputError
 from ..progress import SILENT, Progress
-from ..regions import check_region, region_index
-from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig, make_generator, spaced_timesteps
+from ..controls import superres_control
+from ..grids import close_spacing, slab_grid, thick_slices_grid
+from ..regions import check_region
+from ..sampling import WindowConfig, make_generator, spaced_timesteps
 from .common import (
-    DEFAULT_MODEL, DEFAULT_SUPERRES, LoadedModel, add_model_options, air_skip, check_outputs, check_positive,
-    close_spacing, from_unit_tensor, load_model, read_anatomy, require_controlnet, superres_control,
-    to_unit_tensor, window_report,
+    DEFAULT_MODEL, DEFAULT_SUPERRES, LoadedModel, add_model_options, check_outputs, check_positive, load_model,
+    require_controlnet,
 )
+from .prepare import prepare_task
 
 PAPER_FACTOR = 5.0
 
@@ -73,25 +75,6 @@ class SuperresConfig:
     device: str = "auto"
 
 
-def _slab_grid(image: sitk.Image, in_plane: tuple[float, float], n_thin: int) -> sitk.Image:
-    """An empty grid over the input's slab stack: in-plane spacing `in_plane` (the input's extent, as
-    ctio.resample_to_spacing keeps it), n_thin slices tiling the slabs exactly."""
-    nx, ny, nz = image.GetSize()
-    sx, sy, sz = image.GetSpacing()
-    size = [nx, ny] if close_spacing((sx, sy), in_plane, 1e-9) else [
-        max(1, int(round(n * s / w))) for n, s, w in zip((nx, ny), (sx, sy), in_plane)
-    ]
-    spacing = [sx, sy] if size == [nx, ny] else list(in_plane)
-    dz = nz * sz / n_thin
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    origin = np.asarray(image.GetOrigin()) + direction[:, 2] * (dz - sz) / 2.0
-    grid = sitk.Image([int(size[0]), int(size[1]), int(n_thin)], sitk.sitkFloat32)
-    grid.SetSpacing([float(spacing[0]), float(spacing[1]), float(dz)])
-    grid.SetOrigin([float(o) for o in origin])
-    grid.SetDirection(image.GetDirection())
-    return grid
-
-
 def output_grid(image: sitk.Image, factor: float | None = PAPER_FACTOR, spacing: float | None = None) -> sitk.Image:
     """The super-resolved grid of `image` (see the module's docstring)."""
     nz, dz = image.GetSize()[2], image.GetSpacing()[2]
@@ -109,7 +92,7 @@ def output_grid(image: sitk.Image, factor: float | None = PAPER_FACTOR, spacing:
             f"the slices are {dz:g} mm apart already; a target of {target:g} mm adds none. "
             "Give a --spacing below the input's slice spacing or a --factor above 1"
         )
-    return _slab_grid(image, image.GetSpacing()[:2], n_thin)
+    return slab_grid(image, image.GetSpacing()[:2], n_thin)
 
 
 def _slab_operator(image: sitk.Image, grid: sitk.Image) -> SliceAverage:
@@ -136,33 +119,22 @@ def super_resolve(image: sitk.Image, config: SuperresConfig, model: LoadedModel,
         work = target
     else:
         in_plane = tuple(image.GetSpacing()[:2]) if close_spacing(image.GetSpacing()[:2], ws[:2]) else tuple(ws[:2])
-        work = _slab_grid(image, in_plane, max(nz, int(round(nz * dz / ws[2]))))
+        work = slab_grid(image, in_plane, max(nz, int(round(nz * dz / ws[2]))))
     # y: the thick slices on the working grid's in-plane lattice, at their own positions along z.
-    low = sitk.Image([work.GetSize()[0], work.GetSize()[1], nz], sitk.sitkFloat32)
-    low.SetSpacing([*work.GetSpacing()[:2], dz])
-    low.SetOrigin(image.GetOrigin())
-    low.SetDirection(image.GetDirection())
-    low = ctio.resample_onto(image, low, "linear")
-    y = to_unit_tensor(low, config.region, model.device)
+    low = ctio.resample_onto(image, thick_slices_grid(image, work), "linear")
+    prepared = prepare_task(
+        model, config.region, config.windows, image=image, target=target, work=work, measurement=low,
+        anatomy=config.anatomy, skip_air=config.skip_air, control=superres_control(image, work, config.region),
+        progress=progress,
+    )
     H = _slab_operator(image, work)
-    control = superres_control(image, work, config.region)
-    anatomy = read_anatomy(config.anatomy, work, model.net.config.anatomy_bits)
-    shape = tuple(reversed(work.GetSize()))
-    skip = air_skip(ctio.resample_onto(image, work, "linear") if config.skip_air else None, config.region)
-    estimator = SlidingWindowEstimator(
-        model.net, shape, Conditions(region=region_index(config.region), anatomy=anatomy, control=control, **skip),
-        config.windows, model.device, alphas_cumprod=model.alphas_cumprod,
-    )
-    window_report(progress, estimator)
     generator = make_generator(config.seed)
-    x = torch.randn((1, 1, *shape), generator=generator).to(model.device)
+    x = torch.randn((1, 1, *prepared.shape), generator=generator).to(model.device)
     x = diffpir(
-        estimator, model.alphas_cumprod, x, spaced_timesteps(config.steps), H.data_step(y), config.sigma_n,
-        config.lam, config.zeta, generator, progress=progress, stage="superres",
+        prepared.estimator, model.alphas_cumprod, x, spaced_timesteps(config.steps), H.data_step(prepared.y),
+        config.sigma_n, config.lam, config.zeta, generator, progress=progress, stage="superres",
     )
-    result = from_unit_tensor(x, work, config.region)
-    if work is not target:
-        result = ctio.resample_onto(result, target, "linear")
+    result = prepared.result(x)
     if not config.consistency:
         return result
     return slab_consistent(result, image)
@@ -181,10 +153,10 @@ def slab_consistent(thin: sitk.Image, thick: sitk.Image) -> sitk.Image:
 
 
 def run(config: SuperresConfig, input: str | os.PathLike, output: str | os.PathLike,
-        progress: Progress = SILENT) -> dict[str, str]:
+        progress: Progress = SILENT, estimator=None) -> dict[str, str]:
     check_outputs(input, {"output": output})
     image = ctio.read_ct(input)
-    model = load_model(config.model, config.device, config.controlnet)
+    model = load_model(config.model, config.device, config.controlnet, estimator=estimator)
     result = super_resolve(image, config, model, progress)
     return {"image": str(ctio.write_image(result, output))}
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import numpy as np
-import SimpleITK as sitk
 import torch
 
 from .. import ctio
 from ..errors import InputError
 from ..progress import SILENT, Progress
-from ..regions import check_region, region_index
-from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig, make_generator, sample, spaced_timesteps
-from .common import DEFAULT_MODEL, add_model_options, centred_grid, load_model
+from ..grids import centred_grid
+from ..regions import check_region
+from ..sampling import WindowConfig, make_generator, sample, spaced_timesteps
+from .common import DEFAULT_MODEL, add_model_options, load_model
+from .prepare import prepare_task
 
 
 @dataclass(frozen=True)
@@ -32,44 +32,29 @@ class SynthesizeConfig:
     device: str = "auto"
 
 
-def run(config: SynthesizeConfig, output: str | os.PathLike, progress: Progress = SILENT) -> dict[str, str]:
+def run(config: SynthesizeConfig, output: str | os.PathLike, progress: Progress = SILENT, estimator=None) -> dict[str, str]:
     check_region(config.region)
     if config.anatomy is None and any(int(s) < 1 for s in config.size):
         raise InputError(f"--size must be positive voxel counts, got {config.size}")
-    model = load_model(config.model, config.device)
-    working_spacing = model.card.working_spacing
+    model = load_model(config.model, config.device, estimator=estimator)
     if config.anatomy is not None:
         labels = ctio.read_label_map(config.anatomy)
         target = labels
     else:
         labels = None
-        target = centred_grid(config.size, config.spacing or working_spacing)
+        target = centred_grid(config.size, config.spacing or model.card.working_spacing)
     # Sample on the model's working grid over the same physical extent, then resample onto the target.
-    work = target if _close(target.GetSpacing(), working_spacing) else ctio.resample_to_spacing(target, working_spacing)
-    anatomy = None
-    if labels is not None:
-        on_work = labels if work is target else ctio.resample_onto(labels, work, "nearest", 0)
-        anatomy = torch.from_numpy(sitk.GetArrayFromImage(on_work).astype(np.int64))
-    shape = tuple(reversed(work.GetSize()))
-    estimator = SlidingWindowEstimator(
-        model.net, shape, Conditions(region=region_index(config.region), anatomy=anatomy),
-        config.windows, model.device,
-    )
+    prepared = prepare_task(model, config.region, config.windows, target=target, exact_grid=True, anatomy=labels,
+                            progress=progress)
     generator = make_generator(config.seed, "cpu")
-    x = torch.randn((1, 1, *shape), generator=generator).to(model.device)
+    x = torch.randn((1, 1, *prepared.shape), generator=generator).to(model.device)
     x0 = sample(
-        estimator, model.alphas_cumprod, x, spaced_timesteps(config.steps),
+        prepared.estimator, model.alphas_cumprod, x, spaced_timesteps(config.steps),
         eta=config.eta, generator=generator, progress=progress, stage="synthesize",
     )
-    image = ctio.unit_to_image(x0[0, 0].cpu().numpy(), work, config.region)
-    if work is not target:
-        image = ctio.resample_onto(image, target, "linear")
+    image = prepared.result(x0)
     path = ctio.write_image(image, output)
     return {"image": str(path)}
-
-
-def _close(a, b, tol: float = 1e-6) -> bool:
-    return all(abs(float(x) - float(y)) <= tol for x, y in zip(a, b))
 
 
 def add_command(subparsers) -> None:

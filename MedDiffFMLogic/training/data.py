@@ -33,10 +33,10 @@ import SimpleITK as sitk
 import torch
 
 from .. import ctio
+from ..controls import lesion_control, lowres_volume, superres_control
 from ..errors import InputError
 from ..network import ABSENT_ANATOMY, coordinate_grid, whole_volume_axes
 from ..regions import region_index
-from ..tasks.common import lesion_control, superres_control
 from .config import LEVELS, DataConfig
 from .manifest import Record
 from .objective import Batch
@@ -45,26 +45,6 @@ CACHE_VERSION = 1  # bump when preprocessing changes, so stale cache entries are
 
 
 # ----------------------------------------------------------------------------------------- preprocessing
-
-
-def lowres_volume(image: sitk.Image, factor: int) -> sitk.Image:
-    """A thick-slice version of a CT (HU): each slab of `factor` slices along z averaged into one slice
-    centred on the slab, as a scanner with `factor` times thicker slices would record it. The last slab
-    is completed by repeating the last slice."""
-    array = ctio.to_array(image)
-    n = array.shape[0]
-    slabs = -(-n // factor)
-    padded = np.concatenate([array, np.repeat(array[-1:], slabs * factor - n, axis=0)], axis=0)
-    low = padded.reshape(slabs, factor, *array.shape[1:]).mean(axis=1, dtype=np.float64).astype(np.float32)
-    out = sitk.GetImageFromArray(low)
-    spacing = list(image.GetSpacing())
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    # the first slab's centre sits (factor - 1) / 2 slices above the first slice, along the image's z axis
-    shift = direction[:, 2] * spacing[2] * (factor - 1) / 2.0
-    out.SetOrigin(tuple(np.asarray(image.GetOrigin()) + shift))
-    out.SetSpacing((spacing[0], spacing[1], spacing[2] * factor))
-    out.SetDirection(image.GetDirection())
-    return out
 
 
 def superres_training_control(image_hu: sitk.Image, factor: int, region: str) -> np.ndarray:

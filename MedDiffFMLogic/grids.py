@@ -1,0 +1,83 @@
+"""Where grids are made: the model's working grid for an input, an empty grid of a given size, and the
+slab grids of super-resolution. Every task and the training data take their grids from here.
+
+A grid is a SimpleITK image (size, spacing, origin, direction); its voxels may be empty.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import ctio
+
+# Work on the input's own grid when its spacing is within this fraction of the model's working
+# spacing on every axis: resampling would then cost more than it buys. Measured with the bundled 4 mm
+# model on 5 mm-slice abdomen phantoms: upsampling 5 -> 4 mm makes three of every four slices linear
+# blends of two, which the model "corrects" as if they were noise (denoising PSNR 24.6 dB, against 31.0
+# dB on the native grid and 33.1 dB for the noisy input).
+NATIVE_TOLERANCE = 0.3
+# Synthesis has no input to keep: it samples on the working grid unless the requested grid is that grid
+# to rounding (an absolute 1e-6 mm, its behaviour since it was written).
+EXACT = 1e-6
+
+
+def close_spacing(a: Sequence[float], b: Sequence[float], tolerance: float = NATIVE_TOLERANCE) -> bool:
+    """Each spacing of `a` within `tolerance` x the matching spacing of `b` (relative)."""
+    return all(abs(float(x) - float(y)) <= tolerance * float(y) for x, y in zip(a, b))
+
+
+def same_spacing(a: Sequence[float], b: Sequence[float], tolerance: float = EXACT) -> bool:
+    """Each spacing of `a` within `tolerance` mm of the matching spacing of `b` (absolute)."""
+    return all(abs(float(x) - float(y)) <= tolerance for x, y in zip(a, b))
+
+
+def working_grid(image: sitk.Image, spacing: Sequence[float], *, exact: bool = False) -> sitk.Image:
+    """The image on the model's working grid (same extent, origin and direction, linear interpolation),
+    or the image itself when its spacing is already within NATIVE_TOLERANCE of the working spacing
+    (within EXACT mm with exact=True)."""
+    close = same_spacing if exact else close_spacing
+    if close(image.GetSpacing(), spacing):
+        return image
+    return ctio.resample_to_spacing(image, spacing, "linear")
+
+
+def centred_grid(size: Sequence[int], spacing: Sequence[float]) -> sitk.Image:
+    """An empty float32 image of `size` (x, y, z) voxels centred on the physical origin."""
+    image = sitk.Image([int(s) for s in size], sitk.sitkFloat32)
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetOrigin([-(n - 1) * s / 2.0 for n, s in zip(size, spacing)])
+    return image
+
+
+def slab_grid(image: sitk.Image, in_plane: tuple[float, float], n_thin: int) -> sitk.Image:
+    """An empty grid over the input's slab stack (each of its slices the centre of a slab as thick as
+    its spacing): in-plane spacing `in_plane` over the input's in-plane extent (as
+    ctio.resample_to_spacing keeps it), n_thin slices tiling the slabs exactly."""
+    nx, ny, nz = image.GetSize()
+    sx, sy, sz = image.GetSpacing()
+    size = [nx, ny] if close_spacing((sx, sy), in_plane, 1e-9) else [
+        max(1, int(round(n * s / w))) for n, s, w in zip((nx, ny), (sx, sy), in_plane)
+    ]
+    spacing = [sx, sy] if size == [nx, ny] else list(in_plane)
+    dz = nz * sz / n_thin
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    origin = np.asarray(image.GetOrigin()) + direction[:, 2] * (dz - sz) / 2.0
+    grid = sitk.Image([int(size[0]), int(size[1]), int(n_thin)], sitk.sitkFloat32)
+    grid.SetSpacing([float(spacing[0]), float(spacing[1]), float(dz)])
+    grid.SetOrigin([float(o) for o in origin])
+    grid.SetDirection(image.GetDirection())
+    return grid
+
+
+def thick_slices_grid(thick: sitk.Image, in_plane_of: sitk.Image) -> sitk.Image:
+    """An empty grid with the in-plane lattice of `in_plane_of` and the slices of `thick` (its slice
+    count, spacing, origin and direction): where super-resolution reads its measurement, so that the
+    thick slices are resampled in plane only, never along z."""
+    grid = sitk.Image([in_plane_of.GetSize()[0], in_plane_of.GetSize()[1], thick.GetSize()[2]], sitk.sitkFloat32)
+    grid.SetSpacing([*in_plane_of.GetSpacing()[:2], thick.GetSpacing()[2]])
+    grid.SetOrigin(thick.GetOrigin())
+    grid.SetDirection(thick.GetDirection())
+    return grid
