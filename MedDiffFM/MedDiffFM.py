@@ -1,14 +1,22 @@
 """MedDiffFM: a 3D CT diffusion foundation model (MedDiff-FM) in 3D Slicer.
 
-A thin adapter over the engine: the panels fill a parameter node, the Logic hands nodes to
-MedDiffFMLib (bridge + runner), which runs the engine (`PythonSlicer -m MedDiffFMLogic ...`) in a child
-process and turns its outputs into new nodes. This file never imports torch or the engine package.
+A thin adapter over the engine: the panels fill a parameter node, the module's logic class hands nodes
+to MedDiffFMLib (bridge + jobs + runner), which runs the engine (`PythonSlicer -m MedDiffFMLogic ...`) in
+a child process and turns its outputs into new nodes. This file never imports torch or the engine.
+
+Two things share the name "MedDiffFMLogic": the engine package (a folder beside this module, run only
+in a child process, never imported here) and the class MedDiffFMLogic below, the module's logic in
+Slicer's template. The class keeps its name because Slicer derives the module name from it
+(ScriptedLoadableModuleLogic strips "Logic": the parameter node saved in scenes is tagged "MedDiffFM").
+
+Supported: Slicer 5.10 and later (Python 3.12). Older Slicers are refused with a message (deps.unsupported).
 """
 
 import logging
 import os
 import shutil
 import sys
+import unittest
 from typing import Annotated
 
 import qt
@@ -24,7 +32,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from MedDiffFMLib import bridge, deps, models, runner
-from MedDiffFMLib.logic import Inputs, Processor
+from MedDiffFMLib.jobs import Inputs, Processor
 from MedDiffFMLib.tasks import DEVICES, PRECISIONS, PRESETS, REGIONS, TASKS, TaskParameters
 
 # The start of the engine's refusal of an image whose values are implausible for a CT (ctio.read_ct);
@@ -120,6 +128,11 @@ class MedDiffFMParameterNode:
     lesionSegmentID: str = ""
 
 
+def slicerVersion() -> tuple:
+    """(major, minor) of the running Slicer."""
+    return (int(slicer.app.majorVersion), int(slicer.app.minorVersion))
+
+
 def taskParameters(p: MedDiffFMParameterNode) -> TaskParameters:
     return TaskParameters(
         region=p.region, model=p.model, device=p.device, preset=p.preset, seed=p.seed, steps=p.steps,
@@ -157,6 +170,9 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None
         self._timer = None
         self._cards = []
+        self._installing = False  # Apply is off while the dependencies install
+        self._sceneCloses = 0  # counts scene closes, so a run started after an installation can tell
+        self._unsupported = None  # why this Slicer cannot run MedDiffFM, if it cannot
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -165,6 +181,7 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedDiffFMLogic()
+        self._unsupported = deps.unsupported(slicerVersion(), sys.version_info)
 
         # The device, preset and region combo boxes are filled by connectGui from the Choice annotations.
         self._fillModels()
@@ -187,7 +204,7 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.cancelButton.enabled = False
         self.ui.progressBar.hide()
-        self.ui.statusLabel.text = ""
+        self.ui.statusLabel.text = self._unsupported or ""
 
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_MS)
@@ -199,7 +216,8 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._timer is not None:
             self._timer.stop()
         if self._job is not None:
-            self._job.cancel()
+            # Without waiting: the runner's own thread kills what is left and removes the run's files.
+            self._job.cancel(wait=False)
             self._job = None
         self.removeObservers()
 
@@ -213,8 +231,9 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self._sceneCloses += 1
         if self._job is not None:  # the nodes the run reads are about to disappear
-            self.onCancelButton()
+            self.onCancelButton()  # returns at once; the poll timer sees the run end and adds nothing
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -263,11 +282,15 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         task = p.task
         info = TASKS[task]
         reason = ""
-        if info.needs_volume and not p.inputVolume:
+        if self._unsupported:
+            reason = self._unsupported
+        elif self._installing:
+            reason = _("Installing the Python packages MedDiffFM needs...")
+        elif info.needs_volume and not p.inputVolume:
             reason = _("Choose an input volume.")
         elif info.segment == "mask" and not (getattr(p, f"{task}Segmentation") and getattr(p, f"{task}SegmentID")):
             reason = _("Choose a segmentation and a segment (draw one with the Segment Editor).")
-        running = self._job is not None
+        running = self._job is not None or self._installing
         self.ui.applyButton.enabled = not reason and not running
         self.ui.applyButton.text = _("Apply: {title}").format(title=info.title)
         self.ui.applyButton.toolTip = reason or info.help
@@ -347,11 +370,17 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _start(self, force: bool = False) -> None:
         """Start the panel's task; force passes the engine's --force (run on values unusual for a CT)."""
+        closes = self._sceneCloses
+        if not self._ensureDependencies():
+            return
+        # pip keeps the event loop running: the scene may have been closed while it worked.
+        if self._sceneCloses != closes or self._parameterNode is None:
+            self.ui.statusLabel.text = _("The scene was closed while the packages were installed; "
+                                         "nothing was started. Click Apply again.")
+            return
         p = self._parameterNode
         task = p.task
         try:
-            if not self.logic.ensureDependencies(confirm=True):
-                return
             params = taskParameters(p)
             if force:
                 params = params.with_(extra=(*params.extra, "--force"))
@@ -365,6 +394,26 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.enabled = True
         self._checkCanApply()
         self._timer.start()
+
+    def _ensureDependencies(self) -> bool:
+        """Install what the engine needs (first Apply), with Apply off meanwhile. Every failure, whatever
+        raised it (pip, light-the-torch, the PyTorch extension), ends in a dialog. False: do not start."""
+        self._installing = True
+        self._checkCanApply()
+        try:
+            return self.logic.ensureDependencies(confirm=True)
+        except deps.InstallError as exc:
+            cause = exc.__cause__  # e.g. pip's CalledProcessError; pip's own log is in the Python console
+            details = f"{type(cause).__name__}: {cause}" if cause is not None else ""
+            slicer.util.errorDisplay(str(exc), windowTitle=_("MedDiffFM"), detailedText=details)
+        except Exception as exc:  # a bug of ours: say so in a dialog, keep the traceback in the log
+            logging.exception("MedDiffFM: checking or installing the dependencies failed")
+            slicer.util.errorDisplay(_("MedDiffFM could not install its dependencies: {error}").format(error=exc),
+                                     windowTitle=_("MedDiffFM"))
+        finally:
+            self._installing = False
+            self._checkCanApply()
+        return False
 
     def onPoll(self) -> None:
         job = self._job
@@ -417,8 +466,10 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCancelButton(self) -> None:
         if self._job is not None:
             self.ui.statusLabel.text = _("Cancelling...")
-            slicer.app.processEvents()
-            self._job.cancel()  # kills the engine's process tree; poll() then finishes the job
+            self.ui.cancelButton.enabled = False
+            # Returns at once: the engine's process tree is stopped and reaped off the GUI thread, and
+            # the poll timer finishes the job when it has ended.
+            self._job.cancel(wait=False)
 
 
 #
@@ -427,12 +478,15 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class MedDiffFMLogic(ScriptedLoadableModuleLogic):
-    """The batch API: `process(task, params, inputs)` runs without the GUI (Scripts/batch.py uses it).
-    `start(...)` returns a running job that the widget polls."""
+    """The Slicer module's logic (Slicer's template names it <Module>Logic; it is not the engine package
+    MedDiffFMLogic, which runs in a child process). It is the batch API: `process(task, params, inputs)`
+    runs without the GUI (Scripts/batch.py uses it); `start(...)` returns a running job that the widget
+    polls. The work is done by MedDiffFMLib.jobs.Processor."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._processor = None
+        self.installer = deps.Installer()
 
     def getParameterNode(self):
         return MedDiffFMParameterNode(super().getParameterNode())
@@ -450,46 +504,64 @@ class MedDiffFMLogic(ScriptedLoadableModuleLogic):
 
     def processor(self) -> Processor:
         if self._processor is None or self._processor.scene is not slicer.mrmlScene:
+            # Runs' temporary files go to Slicer's temporary folder (Application Settings > General).
             self._processor = Processor(slicer.mrmlScene, python=self.pythonExecutable(),
-                                        environment=slicer.util.startupEnvironment())
+                                        environment=slicer.util.startupEnvironment(),
+                                        temp_root=slicer.util.tempDirectory(key="MedDiffFM", includeDateTime=False))
         return self._processor
 
-    def ensureDependencies(self, confirm: bool = True) -> bool:
-        """Install what the engine needs into Slicer's Python, once: torch through the PyTorch extension
-        (the build for this machine's GPU, or CPU), the rest with Slicer's pip helpers. Returns False
-        when the user declines."""
-        torchMissing, others = deps.missing()
-        if not torchMissing and not others:
-            return True
-        what = (["PyTorch"] if torchMissing else []) + [deps.distribution_name(r) for r in others]
-        if confirm and not slicer.util.confirmOkCancelDisplay(
+    def ensureDependencies(self, confirm: bool = True, installInTesting: bool = False) -> bool:
+        """Install what the engine needs into Slicer's Python, once: torch through the PyTorch extension's
+        installer (the build for this machine's GPU, or CPU), the rest with Slicer's pip helpers. Versions
+        count: a package older than requirements.txt asks for is upgraded. Returns False when the user
+        declines; raises deps.InstallError (a message for the user) when this Slicer is too old or an
+        installation fails. In testing mode (ctest) Slicer's pip_ensure installs nothing unless
+        installInTesting is set."""
+        reason = deps.unsupported(slicerVersion(), sys.version_info)
+        if reason:
+            raise deps.InstallError(reason)
+
+        def ask(unmet) -> bool:
+            return not confirm or slicer.util.confirmOkCancelDisplay(
                 _("MedDiffFM needs these Python packages, which will be downloaded and installed now "
-                  "(this takes a few minutes): {packages}").format(packages=", ".join(what))):
-            return False
-        if torchMissing:
-            try:
-                import PyTorchUtils
-            except ImportError:
-                raise RuntimeError(_("PyTorch is missing and the PyTorch extension is not installed: install "
-                                     "'PyTorch' from the Extensions Manager, restart Slicer, and click Apply again"))
-            # installTorch picks the CUDA build that fits the driver (light-the-torch), or the CPU build.
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                askConfirmation=False, torchVersionRequirement=deps.TORCH_REQUIREMENT[len("torch"):])
-            if torch is None:
-                raise RuntimeError(_("PyTorch could not be installed; see the Python console, or install it from "
-                                     "the PyTorch module (Utilities > PyTorch Utils)"))
-        if others:
-            packaging = getattr(slicer, "packaging", None)
-            if packaging is not None and hasattr(packaging, "pip_ensure"):
-                packaging.pip_ensure(packaging.load_requirements(str(deps.REQUIREMENTS)), requester="MedDiffFM")
+                  "(this takes a few minutes):\n{packages}").format(packages="\n".join(f"- {u}" for u in unmet)),
+                windowTitle=_("MedDiffFM"))
+
+        return deps.ensure(self.installer, self._installTorch,
+                           lambda requirements: self._installPackages(requirements, installInTesting),
+                           confirm=ask)
+
+    def _installTorch(self, requirement: str) -> None:
+        """torch alone, with light-the-torch as the PyTorch extension sets it up. Not PyTorchUtilsLogic's
+        installTorch(): it imports torch into Slicer's process (which this module never does) and adds
+        torchvision, which the engine does not use."""
+        try:
+            import PyTorchUtils
+        except ImportError:
+            raise deps.InstallError(_("PyTorch is missing and the PyTorch extension is not installed: install "
+                                      "'PyTorch' from the Extensions Manager, restart Slicer, and click Apply again"))
+        if not deps.installed("light_the_torch"):
+            # The PyTorch extension knows which light-the-torch supports current GPUs (Slicer's fork).
+            installLtt = getattr(PyTorchUtils.PyTorchUtilsLogic, "_installLightTheTorch", None)
+            if installLtt is not None:
+                installLtt()
             else:
-                slicer.util.pip_install(others)
-        torchMissing, others = deps.missing()
-        if torchMissing or others:
-            raise RuntimeError(_("Some packages are still missing after installation ({packages}); restart "
-                                 "Slicer and click Apply again").format(
-                packages=", ".join((["torch"] if torchMissing else []) + others)))
-        return True
+                slicer.util.pip_install("light-the-torch>=0.5")
+        proc = slicer.util.launchConsoleProcess(deps.torch_install_command(self.pythonExecutable(), requirement),
+                                                useStartupEnvironment=False)
+        slicer.util.logProcessOutput(proc)  # raises CalledProcessError when the installation fails
+
+    @staticmethod
+    def _installPackages(requirements, installInTesting: bool = False) -> None:
+        try:
+            import slicer.packaging as packaging  # Slicer 5.12+: progress dialog, restart detection
+        except ImportError:
+            packaging = None
+        if packaging is not None and hasattr(packaging, "pip_ensure"):
+            packaging.pip_ensure(requirements, requester="MedDiffFM", prompt_install=False,
+                                 skip_in_testing=not installInTesting)
+        else:
+            slicer.util.pip_install(list(requirements))
 
     def start(self, task: str, params: TaskParameters, inputs: Inputs):
         return self.processor().start(task, params, inputs)
@@ -497,7 +569,8 @@ class MedDiffFMLogic(ScriptedLoadableModuleLogic):
     def process(self, task: str, params: TaskParameters = None, inputs: Inputs = None, on_event=None,
                 timeout: float = None):
         """Run a task to the end; returns a Result whose `nodes` are the new nodes. Raises
-        runner.EngineError with the engine's message on failure (the scene is then as it was)."""
+        runner.EngineError with the engine's message on failure (the scene is then as it was), and
+        deps.InstallError when the engine's packages cannot be installed."""
         self.ensureDependencies(confirm=False)
         return self.processor().process(task, params or TaskParameters(), inputs or Inputs(), on_event, timeout)
 
@@ -524,15 +597,40 @@ class MedDiffFMLogic(ScriptedLoadableModuleLogic):
 
 
 class MedDiffFMTest(ScriptedLoadableModuleTest):
-    """Runs each task on a small phantom inside Slicer (ctest). Needs the engine's dependencies; the
-    pytest suites cover the same logic against slicer-core on machines without Slicer."""
+    """Runs each task on a small phantom inside Slicer (ctest). The pytest suites cover the same logic
+    against slicer-core on machines without Slicer.
+
+    ctest runs Slicer in testing mode, where Slicer's pip_ensure installs nothing unless told to: this
+    test installs the engine's packages deliberately (torch and MONAI: minutes and a network). With
+    MEDDIFFFM_TEST_NO_INSTALL=1 in the environment it skips the task runs instead when they are missing,
+    and says so."""
+
+    NO_INSTALL = "MEDDIFFFM_TEST_NO_INSTALL"
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
-    def runTest(self):
+    def runTest(self):  # Reload and Test; ctest runs each test_ method itself
         self.setUp()
-        self.test_every_task_on_a_small_volume()
+        self.test_slicer_version_is_supported()
+        self.setUp()
+        try:
+            self.test_every_task_on_a_small_volume()
+        except unittest.SkipTest as skipped:
+            self.delayDisplay(f"Skipped: {skipped}")
+
+    def test_slicer_version_is_supported(self):
+        self.assertIsNone(deps.unsupported(slicerVersion(), sys.version_info))
+
+    def _installEngineDependencies(self) -> None:
+        unmet = deps.check()
+        if unmet and os.environ.get(self.NO_INSTALL):
+            self.skipTest(f"{self.NO_INSTALL} is set and the engine's packages are missing: "
+                          + "; ".join(map(str, unmet)))
+        if unmet:
+            self.delayDisplay("Installing the engine's packages (this takes minutes): " + "; ".join(map(str, unmet)))
+        self.assertTrue(MedDiffFMLogic().ensureDependencies(confirm=False, installInTesting=True))
+        self.assertEqual(deps.recheck(), [])
 
     def _phantom(self):
         import numpy as np
@@ -554,6 +652,7 @@ class MedDiffFMTest(ScriptedLoadableModuleTest):
         return volume, segmentation, segmentId
 
     def test_every_task_on_a_small_volume(self):
+        self._installEngineDependencies()
         self.delayDisplay("Running every MedDiffFM task on a small phantom (fast preset, 2 steps)")
         volume, segmentation, segmentId = self._phantom()
         logic = MedDiffFMLogic()

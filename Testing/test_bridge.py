@@ -20,7 +20,7 @@ MODULE_DIR = Path(__file__).resolve().parents[1] / "MedDiffFM"
 sys.path.insert(0, str(MODULE_DIR))
 
 from MedDiffFMLib import bridge, runner  # noqa: E402
-from MedDiffFMLib.logic import Inputs, Processor  # noqa: E402
+from MedDiffFMLib.jobs import Inputs, Processor  # noqa: E402
 from MedDiffFMLib.tasks import TaskParameters  # noqa: E402
 
 SPACING = (3.5, 4.25, 5.0)
@@ -381,12 +381,28 @@ def test_cancel_kills_the_engine_and_leaves_the_scene_as_it_was(scene, tiny_mode
         assert not job.finished, "the engine ended before it could be cancelled"
         assert time.monotonic() < deadline, "no sampling progress within 2 minutes"
         time.sleep(0.05)
-    job.cancel()
+    # As the GUI cancels: at once, then the poll timer sees the run end.
+    started = time.monotonic()
+    job.cancel(wait=False)
+    assert time.monotonic() - started < 0.5
+    deadline = time.monotonic() + 30
+    while not job.finished:
+        job.poll()
+        assert time.monotonic() < deadline, "the cancelled engine did not end"
+        time.sleep(0.05)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not any(temp.iterdir())  # the run's files went with its processes, before finish()
     with pytest.raises(runner.Cancelled):
         job.finish()
     assert bridge.scene_snapshot(scene, [volume]) == before
     assert not any(temp.iterdir())
+
+
+def test_runs_outside_the_slicer_app_use_the_systems_temporary_folder(scene):
+    """slicer-core has no slicer.app; inside the app, runs go to slicer.util.tempDirectory()."""
+    from MedDiffFMLib import jobs
+
+    assert jobs.default_temp_root() is None and Processor(scene).temp_root is None
 
 
 # ------------------------------------------------------------------------------------------ batch

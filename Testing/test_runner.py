@@ -120,3 +120,48 @@ def test_progress_lines_arrive_while_the_engine_runs():
     assert seen and not process.finished
     process.cancel()
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)  # the engine beside the module comes first
+
+
+def test_cancel_without_waiting_returns_at_once_and_the_tree_still_dies(tmp_path):
+    """What the GUI thread calls (Cancel, scene close, module cleanup): it must not wait for the tree,
+    not even for processes that ignore the polite request to stop."""
+    psutil = pytest.importorskip("psutil")
+    script = tmp_path / "stubborn.py"
+    script.write_text(textwrap.dedent("""
+        import json, signal, subprocess, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        child = subprocess.Popen([sys.executable, "-c",
+                                  "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"])
+        print(json.dumps({"stage": "child", "step": child.pid, "total": 0}), flush=True)
+        time.sleep(120)
+    """))
+    process = runner.EngineProcess([sys.executable, str(script)]).start()
+    child_pid, deadline = None, time.monotonic() + 30
+    while child_pid is None:
+        assert time.monotonic() < deadline
+        for event in process.poll():
+            if isinstance(event, runner.Progress) and event.stage == "child":
+                child_pid = event.step
+        time.sleep(0.02)
+    reaped = []
+    started = time.monotonic()
+    process.cancel(grace=1.5, wait=False)
+    assert time.monotonic() - started < 0.5  # the GUI thread is free again at once
+    process.when_reaped(lambda: reaped.append(time.monotonic()))
+    assert not reaped and not process.finished  # the stubborn tree is still there, within its grace period
+    events = poll_until_exit(process, timeout=30)
+    assert isinstance(events[-1], runner.Exited) and process.state.cancelled and reaped
+    assert time.monotonic() - started < 15
+    for pid in (process.pid, child_pid):
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    with pytest.raises(runner.Cancelled):
+        process.check()
+    process.cancel(wait=False)  # cancelling an ended run does nothing
+
+
+def test_a_missing_engine_names_the_module_folder_to_add(tmp_path):
+    with pytest.raises(runner.EngineError) as error:
+        runner.find_engine_root([tmp_path, tmp_path / "MedDiffFM"])
+    message = str(error.value)
+    assert "<checkout>/MedDiffFM" in message and "MedDiffFM.py" in message and "not the checkout itself" in message
+    assert runner.find_engine_root([tmp_path, ROOT]) == ROOT

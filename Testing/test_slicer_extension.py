@@ -115,3 +115,31 @@ def test_batch_options_reach_the_task_parameters():
     assert plain.precision == "fp32" and not plain.skip_air
     with pytest.raises(ValueError, match="unknown precision"):
         TaskParameters(precision="fp64").check("denoise")
+
+
+def test_the_batch_script_gives_the_paths_where_it_really_lies():
+    """Scripts/batch.py ships as a module script (MODULE_PYTHON_SCRIPTS), so Slicer installs it under the
+    module's folder, qt-scripted-modules/Scripts/, beside MedDiffFMLib/; in a checkout it is
+    <checkout>/MedDiffFM/Scripts/batch.py."""
+    import ast
+
+    scripts = _cmake_list((MODULE_DIR / "CMakeLists.txt").read_text(), "MODULE_PYTHON_SCRIPTS")
+    assert "Scripts/batch.py" in scripts and "MedDiffFM.py" in scripts
+    doc = ast.get_docstring(ast.parse((MODULE_DIR / "Scripts" / "batch.py").read_text()))
+    assert "<checkout>/MedDiffFM/Scripts/batch.py" in doc
+    assert "/lib/Slicer-<major>.<minor>/qt-scripted-modules/Scripts/batch.py" in doc
+    assert "slicer.modules.meddifffm.path" in doc
+    assert "<extension>/MedDiffFM/Scripts" not in doc
+    # The script finds MedDiffFMLib one folder up from itself, which is where both layouts put it.
+    assert "os.path.dirname(os.path.dirname(os.path.abspath(__file__)))" in (MODULE_DIR / "Scripts" / "batch.py").read_text()
+    readme = (MODULE_DIR / "README.md").read_text()
+    assert "qt-scripted-modules/Scripts/batch.py" in readme
+
+
+def test_the_job_runner_has_its_own_name_and_the_old_one_still_imports():
+    from MedDiffFMLib import jobs, logic
+
+    assert logic.Processor is jobs.Processor and logic.Inputs is jobs.Inputs and logic.Job is jobs.Job
+    module = (MODULE_DIR / "MedDiffFM.py").read_text()
+    assert "from MedDiffFMLib.jobs import" in module and "MedDiffFMLib.logic" not in module
+    assert "class MedDiffFMLogic(ScriptedLoadableModuleLogic)" in module  # Slicer's template name, kept

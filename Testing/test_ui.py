@@ -212,3 +212,81 @@ def test_the_module_imports_neither_torch_nor_the_engine():
                 top = name.split(".")[0]
                 assert top not in {"torch", "monai", "MedDiffFMLogic", "SimpleITK"}, f"{path.name} imports {name}"
     assert not re.search(r"^\s*import torch", MODULE_FILE.read_text(), re.M)
+
+
+# ------------------------------------------------- what the GUI does around installing and cancelling
+# The Widget and the Logic need the Slicer app; these check the code paths the defects were in, while
+# the decisions themselves are tested as plain functions (test_slicer_dependencies.py, test_runner.py).
+
+
+def _function(tree, cls: str, name: str) -> ast.FunctionDef:
+    klass = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+    return next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == name)
+
+
+def _calls(node, attr: str) -> list[ast.Call]:
+    return [n for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+            and n.func.attr == attr]
+
+
+def test_install_failures_of_any_kind_end_in_a_dialog(module):
+    method = _function(module["tree"], "MedDiffFMWidget", "_ensureDependencies")
+    [call] = _calls(method, "ensureDependencies")
+    tries = [t for t in ast.walk(method) if isinstance(t, ast.Try) and any(n is call for b in t.body for n in ast.walk(b))]
+    assert tries, "ensureDependencies is called outside a try"
+    caught = {ast.unparse(h.type) for h in tries[0].handlers}
+    assert {"deps.InstallError", "Exception"} <= caught
+    for handler in tries[0].handlers:
+        assert _calls(handler, "errorDisplay"), f"the {ast.unparse(handler.type)} handler shows no dialog"
+    start = _function(module["tree"], "MedDiffFMWidget", "_start")
+    assert _calls(start, "_ensureDependencies")
+
+
+def test_apply_is_off_while_installing_and_a_closed_scene_stops_the_start(module):
+    method = _function(module["tree"], "MedDiffFMWidget", "_ensureDependencies")
+    source = ast.unparse(method)
+    assert source.index("self._installing = True") < source.index("self.logic.ensureDependencies")
+    assert "finally" in source and source.rindex("self._installing = False") > source.index("self.logic.ensureDependencies")
+    check = ast.unparse(_function(module["tree"], "MedDiffFMWidget", "_checkCanApply"))
+    assert "self._installing" in check and "self._unsupported" in check
+    start = ast.unparse(_function(module["tree"], "MedDiffFMWidget", "_start"))
+    # The panel's settings are read after the installation, once the scene is known to be the same.
+    assert start.index("self._ensureDependencies()") < start.index("self._sceneCloses != closes") \
+        < start.index("taskParameters(")
+    close = ast.unparse(_function(module["tree"], "MedDiffFMWidget", "onSceneStartClose"))
+    assert "self._sceneCloses += 1" in close
+
+
+def test_the_gui_never_waits_for_the_engines_processes(module):
+    for name in ("onCancelButton", "cleanup"):
+        method = _function(module["tree"], "MedDiffFMWidget", name)
+        cancels = _calls(method, "cancel")
+        assert cancels, name
+        for call in cancels:
+            assert any(k.arg == "wait" and isinstance(k.value, ast.Constant) and k.value.value is False
+                       for k in call.keywords), f"{name}: {ast.unparse(call)} waits for the process tree"
+        assert not _calls(method, "processEvents")
+
+
+def test_torch_is_installed_without_importing_it_and_without_torchvision(module):
+    """PyTorchUtilsLogic.installTorch() imports torch into Slicer's process and adds torchvision."""
+    text = MODULE_FILE.read_text()
+    assert not _calls(module["tree"], "installTorch") and not _calls(module["tree"], "importTorch")
+    assert "Logic().torch" not in text and "torchLogic" not in text
+    install = _function(module["tree"], "MedDiffFMLogic", "_installTorch")
+    code = install.body[1:] if isinstance(install.body[0].value, ast.Constant) else install.body  # no docstring
+    assert not any("torchvision" in ast.unparse(statement) for statement in code)
+    assert _calls(install, "torch_install_command") and _calls(install, "logProcessOutput")
+
+
+def test_runs_use_slicers_temporary_folder_and_the_in_app_test_installs_deliberately(module):
+    processor = _function(module["tree"], "MedDiffFMLogic", "processor")
+    [call] = [c for c in ast.walk(processor) if isinstance(c, ast.Call) and ast.unparse(c.func) == "Processor"]
+    temp = {k.arg: ast.unparse(k.value) for k in call.keywords}.get("temp_root", "")
+    assert temp.startswith("slicer.util.tempDirectory(")
+    packages = ast.unparse(_function(module["tree"], "MedDiffFMLogic", "_installPackages"))
+    assert "skip_in_testing=not installInTesting" in packages
+    test = ast.unparse(_function(module["tree"], "MedDiffFMTest", "_installEngineDependencies"))
+    assert "ensureDependencies(confirm=False, installInTesting=True)" in test and "skipTest(" in test
+    tasks = ast.unparse(_function(module["tree"], "MedDiffFMTest", "test_every_task_on_a_small_volume"))
+    assert tasks.index("self._installEngineDependencies()") < tasks.index("logic.process(")

@@ -1,9 +1,7 @@
-"""Headless batch runs over a folder of scans through the module's logic (`process(...)`).
+"""Headless batch runs over a folder of scans through the Slicer module's logic (`process(...)`).
 
-Slicer runs it as
-    Slicer --no-main-window --python-script <extension>/MedDiffFM/Scripts/batch.py --task denoise \\
-        --input scans/ --output results/
-and the tests run `main()` with a slicer-core scene. Each input is loaded into the scene, processed,
+Slicer runs it through the module's Scripts/batch.py (its docstring gives the paths); the tests run
+`main()` with a slicer-core scene. Each input is loaded into the scene, processed,
 its results written to the output folder, and every node the case added is removed again, so a long
 batch does not accumulate volumes in memory.
 """
@@ -15,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import bridge, logic, runner
+from . import bridge, jobs, runner
 from .tasks import DEVICES, PRECISIONS, PRESETS, REGIONS, SKIP_AIR_TASKS, TASKS, TaskParameters
 
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -62,7 +60,7 @@ def find_inputs(path: str) -> list[Path]:
 
 
 def _find_mask(masks: str, scan: Path) -> Path | None:
-    stem = logic._stem(scan)
+    stem = jobs._stem(scan)
     for ext in IMAGE_EXTENSIONS:
         candidate = Path(masks) / f"{stem}{ext}"
         if candidate.is_file():
@@ -90,7 +88,7 @@ def parameters(args) -> TaskParameters:
 
 
 def main(argv: Sequence[str], processor, log: Callable[[str], None] = print) -> int:
-    """Run the batch; `processor` is the module's logic (or MedDiffFMLib.logic.Processor): anything with
+    """Run the batch; `processor` is the Slicer module's MedDiffFMLogic (or MedDiffFMLib.jobs.Processor): anything with
     `.scene` and `.process(task, params, inputs, on_event=...)`. Returns the exit code: 0 when every
     case succeeded, 1 when any failed (the others still run)."""
     args = build_parser().parse_args(list(argv))
@@ -114,10 +112,10 @@ def main(argv: Sequence[str], processor, log: Callable[[str], None] = print) -> 
         added: list = []
         started = time.monotonic()
         try:
-            inputs = logic.Inputs()
+            inputs = jobs.Inputs()
             case_params = params if scan is not None else params.with_(seed=params.seed + index)
             if scan is not None:
-                inputs.volume = logic.load_volume(scene, scan)
+                inputs.volume = jobs.load_volume(scene, scan)
                 added.append(inputs.volume)
                 mask_path = _find_mask(args.masks, scan) if args.masks and info.segment else None
                 if info.segment == "mask" and mask_path is None:
@@ -131,7 +129,7 @@ def main(argv: Sequence[str], processor, log: Callable[[str], None] = print) -> 
                     inputs.segment = (segmentation, bridge.segment_ids(segmentation)[0])
             result = processor.process(args.task, case_params, inputs)
             added += result.nodes
-            written = [logic.save_node(node, output / _file_name(node, args.format)) for node in result.nodes]
+            written = [jobs.save_node(node, output / _file_name(node, args.format)) for node in result.nodes]
             log(f"{label}: done in {time.monotonic() - started:.1f} s -> {', '.join(written)}")
         except (runner.EngineError, bridge.BridgeError) as exc:
             failures += 1

@@ -9,8 +9,10 @@ on stdout::
 
 Two reader threads drain stdout and stderr into a queue, so a full pipe never stalls the engine and the
 caller never waits on a read: in Slicer a QTimer calls ``poll()``; scripts and tests call ``wait()``.
-``cancel()`` kills the whole process tree (Slicer's PythonSlicer is a launcher that starts the real
-interpreter as a child, so killing the direct child alone would leave the engine running).
+``cancel()`` stops the whole process tree (Slicer's PythonSlicer is a launcher that starts the real
+interpreter as a child, so killing the direct child alone would leave the engine running). A GUI calls
+``cancel(wait=False)``: it asks the tree to stop and returns at once; a background thread kills what is
+still alive after the grace period, and the run shows as ``finished`` in ``poll()`` once it is reaped.
 
 No qt, vtk or slicer here, so this module is tested with plain pytest.
 """
@@ -146,12 +148,18 @@ def engine_root(*candidates: str | os.PathLike) -> Path:
     """The folder that holds the engine package: beside the module in an installed extension, one
     level up in the source tree."""
     here = Path(__file__).resolve().parent  # .../MedDiffFM/MedDiffFMLib
-    for folder in [*map(Path, candidates), here.parent, here.parent.parent]:
+    return find_engine_root([*map(Path, candidates), here.parent, here.parent.parent])
+
+
+def find_engine_root(folders: Iterable[str | os.PathLike]) -> Path:
+    """The first of `folders` that holds the engine package; EngineError saying how to fix it if none."""
+    for folder in map(Path, folders):
         if (folder / ENGINE_PACKAGE / "__main__.py").is_file():
             return folder.resolve()
     raise EngineError(
-        f"the MedDiffFM engine ({ENGINE_PACKAGE}) was not found beside the module; "
-        "reinstall the extension, or add the source tree's root folder to Slicer's module paths"
+        f"the MedDiffFM engine ({ENGINE_PACKAGE}) was not found beside the module: reinstall the extension, "
+        "or, in a source checkout, add <checkout>/MedDiffFM (the folder that holds MedDiffFM.py, not the "
+        "checkout itself) to Slicer's module paths (Edit > Application Settings > Modules)"
     )
 
 
@@ -191,7 +199,9 @@ class EngineProcess:
         self._events: queue.Queue = queue.Queue()
         self._proc: subprocess.Popen | None = None
         self._readers: list[threading.Thread] = []
-        self._exited = False
+        self._exited = False  # Exited has been delivered to the caller (poll/wait)
+        self._reaped = False  # the process has ended and its pipes are drained (reaper thread)
+        self._on_reaped: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self.started_at: float | None = None
         self.seconds: float | None = None
@@ -253,7 +263,23 @@ class EngineProcess:
         code = self._proc.wait()
         for t in self._readers:
             t.join()
+        with self._lock:
+            self._reaped = True
+            callbacks, self._on_reaped = self._on_reaped, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # a clean-up hook must not keep Exited from the caller
+                pass
         self._events.put(Exited(code))
+
+    def when_reaped(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (from the reaper thread) once the process has ended, or now if it has."""
+        with self._lock:
+            if not self._reaped:
+                self._on_reaped.append(callback)
+                return
+        callback()
 
     # -- reading
 
@@ -320,59 +346,100 @@ class EngineProcess:
 
     # -- cancelling
 
-    def cancel(self, grace: float = 3.0) -> None:
-        """Stop the engine and every process it started, then wait until the readers are done."""
+    def cancel(self, grace: float = 3.0, wait: bool = True) -> None:
+        """Stop the engine and every process it started: ask them to stop now, kill what is left after
+        `grace` seconds. wait=True returns once the run is reaped and every line delivered (scripts);
+        wait=False returns at once (a GUI thread): keep calling poll() until `finished`."""
         with self._lock:
             if self._proc is None or self._exited:
                 return
-            self.state.cancelled = True
-            kill_tree(self._proc, grace)
-        # Drain so that `finished` turns true and nothing is left in the pipes.
-        self.wait(timeout=None)
+            if not self.state.cancelled:
+                self.state.cancelled = True
+                stop_tree(self._proc, grace)
+        if wait:
+            # Drain so that `finished` turns true and nothing is left in the pipes.
+            self.wait(timeout=None)
+
+
+def stop_tree(proc: subprocess.Popen, grace: float = 3.0) -> threading.Thread:
+    """Ask a process and all its descendants to terminate, and return at once; a background thread
+    kills whatever is still alive after `grace` seconds. Returns that thread (join it to wait)."""
+    victims = _terminate_tree(proc)
+    killer = threading.Thread(target=_kill_survivors, args=(proc, victims, grace), daemon=True)
+    killer.start()
+    return killer
 
 
 def kill_tree(proc: subprocess.Popen, grace: float = 3.0) -> None:
-    """Terminate a process and all its descendants (psutil when present, else the process group)."""
-    if proc.poll() is not None:
-        return
+    """stop_tree, waiting until the whole tree is gone (for scripts; a GUI uses stop_tree)."""
+    stop_tree(proc, grace).join()
+
+
+def _terminate_tree(proc: subprocess.Popen):
+    """SIGTERM (TerminateProcess on Windows) to the process and its descendants; what to watch after."""
     try:
         import psutil
     except ImportError:
         psutil = None
     if psutil is not None:
         try:
-            parent = psutil.Process(proc.pid)
-            victims = parent.children(recursive=True) + [parent]
+            # The descendants are listed before anything stops: once the launcher dies, its children
+            # are no longer found under it.
+            children = psutil.Process(proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
-            victims = []
-        for p in victims:
+            children = []
+        for p in children:
             try:
                 p.terminate()
             except psutil.NoSuchProcess:
                 pass
+        if proc.poll() is None:
+            proc.terminate()
+        return children
+    if os.name == "nt":
+        return None  # taskkill /T needs the parent alive to find the tree: it runs in _kill_survivors
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # the group started with start_new_session
+    except ProcessLookupError:
+        pass
+    return None
+
+
+def _kill_survivors(proc: subprocess.Popen, victims, grace: float) -> None:
+    """Runs in a background thread: after `grace` seconds, kill what _terminate_tree could not stop."""
+    deadline = time.monotonic() + grace
+    if os.name == "nt" and victims is None:
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True, check=False)
+    if victims is not None:  # psutil's list of descendants (not our children: psutil polls them)
+        import psutil
+
         _, alive = psutil.wait_procs(victims, timeout=grace)
         for p in alive:
             try:
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(alive, timeout=grace)
-    elif os.name == "nt":
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True, check=False)
-    else:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # the group started with start_new_session
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     try:
-        proc.wait(timeout=grace)
+        proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait()
+    if os.name != "nt" and victims is None:
+        while time.monotonic() < deadline and _group_alive(proc.pid):
+            time.sleep(0.05)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # anything of the group still there after the grace period
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def default_python() -> str:

@@ -1,10 +1,19 @@
 """Headless batch runs of a MedDiffFM task over a folder of scans, inside Slicer:
 
-    Slicer --no-main-window --python-script <extension>/MedDiffFM/Scripts/batch.py \
+    Slicer --no-main-window --python-script <module folder>/Scripts/batch.py \
         --task denoise --input scans/ --output results/ [--preset fast] [--device cpu] ...
 
-Run with --help for every option. The work is done by the module's logic (`MedDiffFMLogic.process`),
-the same code the Apply button runs; the argument handling is MedDiffFMLib/batch.py.
+<module folder> is the folder that holds MedDiffFM.py, with MedDiffFMLib/ and Scripts/ beside it:
+- in a source checkout: <checkout>/MedDiffFM, so the script is <checkout>/MedDiffFM/Scripts/batch.py;
+- in an extension installed from the Extensions Manager: the extension's
+  lib/Slicer-<major>.<minor>/qt-scripted-modules folder (under Slicer's extensions folder, shown in
+  Application Settings > Extensions), so the script is
+  <extensions folder>/MedDiffFM/lib/Slicer-<major>.<minor>/qt-scripted-modules/Scripts/batch.py.
+Slicer's Python console prints it: os.path.dirname(slicer.modules.meddifffm.path) + "/Scripts/batch.py".
+
+Run with --help for every option. The work is done by the Slicer module's logic class
+(`MedDiffFM.MedDiffFMLogic.process`), the same code the Apply button runs; the argument handling is
+MedDiffFMLib/batch.py.
 """
 
 import os
