@@ -41,8 +41,27 @@ def test_the_supported_versions_are_stated_where_users_and_builders_look():
     readme = (MODULE_DIR / "README.md").read_text()
     assert "Slicer 5.10" in readme and "5.6" in readme and "5.8" in readme
     cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
-    assert 'Slicer_VERSION VERSION_LESS "5.10"' in cmake and "FATAL_ERROR" in cmake
+    assert 'Slicer_VERSION VERSION_LESS "5.10")' in cmake and "FATAL_ERROR" in cmake
     assert deps.MINIMUM_SLICER == (5, 10)
+
+
+@pytest.mark.parametrize("version, refused", [("5.6", True), ("5.8", True), ("5.10", False), ("5.12", False)])
+def test_building_the_extension_against_an_old_slicer_stops_with_the_version_needed(version, refused, tmp_path):
+    """The version check of MedDiffFM/CMakeLists.txt, run by CMake itself (script mode)."""
+    import re
+    import shutil
+
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed")
+    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    block = re.search(r"^if\(DEFINED Slicer_VERSION.*?^endif\(\)", text, re.S | re.M).group(0)
+    script = tmp_path / "check.cmake"
+    script.write_text(f"set(Slicer_VERSION {version})\n{block}\n")
+    run = subprocess.run([cmake, "-P", str(script)], capture_output=True, text=True, timeout=60)
+    assert (run.returncode != 0) == refused, run.stderr
+    if refused:
+        assert "needs Slicer 5.10 or later" in run.stderr and f"this is Slicer {version}" in run.stderr
 
 
 def test_the_module_files_parse_as_python_3_9_so_old_slicers_see_the_refusal():
