@@ -31,7 +31,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from MedDiffFMLib import bridge, deps, models, runner
+from MedDiffFMLib import bridge, deps, models, panel, runner
 from MedDiffFMLib.jobs import Inputs, Processor
 from MedDiffFMLib.tasks import DEVICES, PRECISIONS, PRESETS, REGIONS, TASKS, TaskParameters
 
@@ -281,19 +281,13 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         task = p.task
         info = TASKS[task]
-        reason = ""
-        if self._unsupported:
-            reason = self._unsupported
-        elif self._installing:
-            reason = _("Installing the Python packages MedDiffFM needs...")
-        elif info.needs_volume and not p.inputVolume:
-            reason = _("Choose an input volume.")
-        elif info.segment == "mask" and not (getattr(p, f"{task}Segmentation") and getattr(p, f"{task}SegmentID")):
-            reason = _("Choose a segmentation and a segment (draw one with the Segment Editor).")
-        running = self._job is not None or self._installing
-        self.ui.applyButton.enabled = not reason and not running
+        state = panel.apply_state(
+            task, has_volume=bool(p.inputVolume),
+            has_segment=bool(getattr(p, f"{task}Segmentation", None) and getattr(p, f"{task}SegmentID", "")),
+            unsupported=self._unsupported, installing=self._installing, running=self._job is not None)
+        self.ui.applyButton.enabled = state.enabled
         self.ui.applyButton.text = _("Apply: {title}").format(title=info.title)
-        self.ui.applyButton.toolTip = reason or info.help
+        self.ui.applyButton.toolTip = state.reason or info.help
         self.ui.outputSelector.enabled = info.outputs[0].kind == "volume"
 
     # -- panels, models, segments

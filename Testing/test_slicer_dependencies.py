@@ -217,3 +217,22 @@ def test_torch_is_installed_alone_with_light_the_torch_and_never_imported():
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from MedDiffFMLib import deps; "
             "assert deps.check() == []; assert 'torch' not in sys.modules and 'monai' not in sys.modules")
     subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], check=True, timeout=60)
+
+
+# ------------------------------------------------------------------------------------- Apply button
+
+
+def test_apply_is_off_while_the_dependencies_install_and_on_again_after():
+    from MedDiffFMLib import panel
+
+    ready = dict(has_volume=True, has_segment=True)
+    assert panel.apply_state("denoise", **ready) == panel.ApplyState(True, "")
+    installing = panel.apply_state("denoise", **ready, installing=True)
+    assert not installing.enabled and "Installing" in installing.reason
+    assert panel.apply_state("denoise", **ready, running=True) == panel.ApplyState(False, "")
+    old = deps.unsupported((5, 8), (3, 9))
+    assert panel.apply_state("denoise", **ready, unsupported=old) == panel.ApplyState(False, old)
+    assert "input volume" in panel.apply_state("denoise", has_volume=False, has_segment=True).reason
+    assert "segment" in panel.apply_state("inpaint", has_volume=True, has_segment=False).reason
+    assert panel.apply_state("synthesize", has_volume=False, has_segment=False).enabled
+    assert panel.apply_state("anomaly", has_volume=True, has_segment=False).enabled  # its segment is optional

@@ -248,7 +248,9 @@ def test_apply_is_off_while_installing_and_a_closed_scene_stops_the_start(module
     assert source.index("self._installing = True") < source.index("self.logic.ensureDependencies")
     assert "finally" in source and source.rindex("self._installing = False") > source.index("self.logic.ensureDependencies")
     check = ast.unparse(_function(module["tree"], "MedDiffFMWidget", "_checkCanApply"))
-    assert "self._installing" in check and "self._unsupported" in check
+    assert "panel.apply_state(" in check  # the decision: test_slicer_dependencies.py
+    assert "installing=self._installing" in check and "unsupported=self._unsupported" in check
+    assert "self.ui.applyButton.enabled = state.enabled" in check
     start = ast.unparse(_function(module["tree"], "MedDiffFMWidget", "_start"))
     # The panel's settings are read after the installation, once the scene is known to be the same.
     assert start.index("self._ensureDependencies()") < start.index("self._sceneCloses != closes") \
