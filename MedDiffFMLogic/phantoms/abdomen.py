@@ -6,6 +6,7 @@ import numpy as np
 
 from ..anatomy import BODY_LABEL
 from .atlas import _l
+from . import trees
 from .shapes import _path, _rotation
 
 
@@ -49,20 +50,19 @@ class AbdomenMixin:
         sl2, r2 = cv.ellipsoid(self.liver_l[0], self.liver_l[1], _rotation(-15, 10, 0))
         if sl2 is not None:
             fill(cv, sl2, organ(sl2, r2), _l("liver"), "liver")
-        blk, frac = cv.soft_tree(self.liver_tree)
-        if blk is not None:
-            frac = frac * (cv.lab[blk] == _l("liver"))
-            h = cv.hu[blk]
-            h += frac * (self.t["blood"][0] - h)
+        liver = cv.lab == _l("liver")
+        for segs, tissue in ((self.portal_tree, "portal"), (self.hepatic_tree, "vein")):
+            frac = trees.fraction(cv, segs, cv.warp_fields) * liver
+            cv.hu += frac * (self.t[tissue][0] - cv.hu)
         # IVC through the liver to the right atrium
         ivc = np.array([(-18.0, -2.0, 45.0), (-22.0, 12.0, 0.0), (-24.0, 18.0, -60.0), (-22.0, 16.0, -120.0)])
         pts, r = _path(ivc, np.array([12.0, 12.0, 11.0, 11.0]))
         blk, nd = cv.tube(pts, r)
-        fill(cv, blk, nd < 1.0, _l("inferior_vena_cava"), "blood")
+        fill(cv, blk, nd < 1.0, _l("inferior_vena_cava"), "vein")
         for side, name in ((1.0, "iliac_vena_left"), (-1.0, "iliac_vena_right")):
             pts, r = _path([(-22.0, 16.0, -120.0), (side * 25.0, 24.0, -150.0), (side * 48.0, 30.0, -200.0)], 8.5)
             blk, nd = cv.tube(pts, r)
-            fill(cv, blk, nd < 1.0, _l(name), "blood")
+            fill(cv, blk, nd < 1.0, _l(name), "vein")
 
     def _solid_organs(self, cv):
         fill = self._fill
@@ -88,14 +88,25 @@ class AbdomenMixin:
             if sl is None:
                 continue
             fill(cv, sl, organ(sl, rho, 0.02), _l(name), "kidney")
-            hil = c + np.array([-side * 14.0, -8.0, 0.0])
-            sl2, rho2 = cv.ellipsoid(hil, (9.0, 7.0, 22.0), rot)
-            fill(cv, sl2, (rho2 < 1.0) & (cv.lab[sl2] == _l(name)), BODY_LABEL, "fat")
+            self._kidney_inside(cv, sl, rho, c, side, rot, _l(name))
         for side, c in self.adrenals:
             name = "adrenal_gland_left" if side > 0 else "adrenal_gland_right"
             sl, rho = cv.ellipsoid(c, (4.0, 13.0, 15.0), _rotation(side * 30.0, 0, 0))
             if sl is not None:
                 fill(cv, sl, organ(sl, rho, 0.0), _l(name), "adrenal")
+
+    def _kidney_inside(self, cv, sl, rho, c, side, rot, label):
+        """Medullary pyramids under the cortex (they differ with contrast), sinus fat and the renal pelvis."""
+        X, Y, Z = cv.coords(sl)
+        angle = np.arctan2(Y - np.float32(c[1]), X - np.float32(c[0]))
+        pattern = np.cos(2.0 * np.pi * (Z - np.float32(c[2])) / 22.0) + np.cos(4.0 * angle)
+        medulla = (rho > 0.42) & (rho < 0.8) & (pattern > -0.3) & (cv.lab[sl] == label)
+        self._fill(cv, sl, medulla, label, "kidney_medulla")
+        hil = c + np.array([-side * 14.0, -8.0, 0.0])
+        sl2, rho2 = cv.ellipsoid(hil, (9.0, 7.0, 22.0), rot)
+        self._fill(cv, sl2, (rho2 < 1.0) & (cv.lab[sl2] == label), BODY_LABEL, "fat")
+        sl2, rho2 = cv.ellipsoid(hil + np.array([-side * 2.0, 0.0, 0.0]), (5.0, 4.5, 13.0), rot)
+        self._fill(cv, sl2, rho2 < 1.0, label, "urine")
 
     def _gut(self, cv):
         fill = self._fill
@@ -119,7 +130,7 @@ class AbdomenMixin:
                         (-48.0, 6.0, -18.0)])
         pts, r = _path(spl, np.array([4.5, 5.0, 6.5, 7.0, 6.0]))
         blk, nd = cv.tube(pts, r)
-        fill(cv, blk, nd < 1.0, _l("portal_vein_and_splenic_vein"), "blood")
+        fill(cv, blk, nd < 1.0, _l("portal_vein_and_splenic_vein"), "portal")
         # small bowel, colon (gas pockets, stool), urinary bladder
         pts, r = _path(self.small_bowel, 11.0)
         self._hollow(cv, pts, r, _l("small_bowel"), "fluid", wall=2.5, gate=organ, gas=self.bowel_gas)

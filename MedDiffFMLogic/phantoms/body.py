@@ -16,20 +16,22 @@ from .atlas import _FACE_C, _FACE_SEMI, _HEAD_C, _HEAD_SEMI, _REGION_Z_RANGE, _S
 from .atlas import _SPINE_SP, _SPINE_TP, _SPINE_Y, _SPINE_Z, _TORSO_A, _TORSO_B, _TORSO_Y, _TORSO_Z, _l
 from .chest import ChestMixin
 from .config import _LUNG_LOBES, _T
+from .contrast import apply_phase
 from .head_neck import HeadNeckMixin
 from . import trees
-from .shapes import _Canvas, _Fourier, _grow_tree, _path, _rotation, _unit
+from .shapes import _Canvas, _Fourier, _path, _rotation, _unit
 from .skeleton import SkeletonMixin
 
 
 class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin):
     """Draws every random anatomical parameter up front (grid-independent), then paints on a canvas."""
 
-    def __init__(self, rng):
+    def __init__(self, rng, phase: str = "native"):
         self.rng = rng
         u = rng.uniform
-        # tissue values for this patient
+        # tissue values for this patient, then shifted by the contrast phase (same draws in every phase)
         self.t = {k: (m + (rng.normal(0.0, sd) if sd else 0.0), tx) for k, (m, sd, tx) in _T.items()}
+        self.t = apply_phase(self.t, _T, phase)
         # habitus
         self.width = u(0.95, 1.06)
         self.depth = u(0.94, 1.06)
@@ -93,7 +95,8 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin):
         """Vessel and airway trees (nominal): pulmonary arteries and veins from each hilum filling the lung,
         bronchi alongside the arteries; liver vessels."""
         rng = self.rng
-        self.lung_vessels, self.bronchi = [], []
+        self.lung_arteries, self.lung_veins, self.bronchi = [], [], []
+        self.lung_roots = {"art": [], "vein": []}
         for side in (1.0, -1.0):
             n = 2200 if side > 0 else 2600  # the right lung is the larger
             art_root = np.array([side * 40.0, 14.0, 152.0]) + rng.normal(0.0, 3.0, 3)
@@ -102,7 +105,10 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin):
             inside = self._lung_test(side)
             arteries = trees.grow(rng, art_root, trees.sample_points(rng, inside, lo, hi, n), r_leaf=0.5)
             veins = trees.grow(rng, vein_root, trees.sample_points(rng, inside, lo, hi, n), r_leaf=0.5)
-            self.lung_vessels += arteries + veins
+            self.lung_arteries += arteries
+            self.lung_veins += veins
+            self.lung_roots["art"].append(art_root)
+            self.lung_roots["vein"].append(vein_root)
             # bronchi run beside the arteries (on a fixed side per lung), walls about a fifth of the radius
             side_dir = _unit(np.array([side * 0.3, 0.8, 0.4]))
             for p0, p1, r0, r1, count in arteries:
@@ -112,9 +118,24 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin):
                 off = _unit(side_dir - d * (side_dir @ d))
                 self.bronchi.append((p0 + off * (r0 + 0.9 * r0 + 0.4), p1 + off * (r1 + 0.9 * r1 + 0.4),
                                      0.9 * r0, 0.9 * r1, count))
-        self.liver_tree = _grow_tree(rng, (-40.0, 2.0, -22.0), (-0.7, 0.1, 0.5), 30.0, 4.5, 4) + _grow_tree(
-            rng, (-40.0, 2.0, -22.0), (-0.4, -0.6, -0.4), 28.0, 4.0, 3
-        )
+        # liver: portal veins from the porta hepatis, hepatic veins converging on the IVC below the heart
+        inside, lo, hi = self._liver_test()
+        self.portal_tree = trees.grow(rng, (-36.0, -4.0, -30.0), trees.sample_points(rng, inside, lo, hi, 500),
+                                      r_leaf=0.55)
+        self.hepatic_tree = trees.grow(rng, (-20.0, 4.0, 30.0), trees.sample_points(rng, inside, lo, hi, 400),
+                                       r_leaf=0.6)
+
+    def _liver_test(self):
+        """An in-liver test in nominal mm (the liver trees' targets) and its box."""
+        def inside(x, y, z):
+            p = np.stack([x, y, z], axis=1)
+            out = np.zeros(len(x), dtype=bool)
+            for (c, semi), rot in ((self.liver_r, _rotation(-10, 0, 0)), (self.liver_l, _rotation(-15, 10, 0))):
+                out |= ((((p - c) @ rot) / (semi - 6.0)) ** 2).sum(axis=1) < 1.0
+            return out & (z < self.diaphragm(x, y) - 8.0)
+
+        c, semi = self.liver_r
+        return inside, c - semi - 60.0, c + semi + 60.0
 
     def _lung_test(self, side):
         """An approximate in-lung test in nominal mm (the trees' targets; vessels outside are masked)."""
@@ -189,6 +210,7 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin):
         self._spine(cv)
         self._mediastinum(cv)
         self._lung_trees(cv)
+        self._pulmonary_vessels(cv)
         self._abdomen(cv)
         self._great_vessels(cv)
         self._chest_wall_bones(cv)
@@ -233,7 +255,7 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin):
         taper = np.where(np.asarray(z) < 215.0, 1.0, taper)
         return a_c * np.maximum(taper, 1e-3), b_c * np.maximum(taper, 1e-3), yc
 
-    def _vessel(self, cv, ctrl, radii, label, halo=3.0):
+    def _vessel(self, cv, ctrl, radii, label, halo=3.0, tissue="artery", keep=None):
         pts, r = _path(ctrl, radii)
         if halo:
             blk, nd = cv.tube(pts, r + halo)
@@ -242,7 +264,12 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin):
                 self._fill(cv, blk, m, BODY_LABEL, "fat")
         blk, nd = cv.tube(pts, r)
         if blk is not None:
-            self._fill(cv, blk, (nd < 1.0) & self.body_mask[blk], label, "blood")
+            m = (nd < 1.0) & self.body_mask[blk]
+            if keep is not None:  # inside the lungs a vessel keeps the lobe's label
+                inside = np.isin(cv.lab[blk], keep)
+                cv.put(blk, m & inside, hu=self.t[tissue][0], tex=self.t[tissue][1])
+                m &= ~inside
+            self._fill(cv, blk, m, label, tissue)
 
     @property
     def _soft_labels(self):

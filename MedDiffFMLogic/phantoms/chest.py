@@ -70,7 +70,7 @@ class ChestMixin:
             above = Z > self.diaphragm(X, Y) - 1.0
             heart = (rho < 1.0 + 0.02 * cv.smooth(self.shape_noise, 35.0)[sl]) & above
             self._fill(cv, sl, heart, _l("heart"), "myocardium")
-            self._fill(cv, sl, heart & (rho < 0.72), _l("heart"), "blood")
+            self._chambers(cv, c)
         # trachea, carina and main bronchi; esophagus
         zt = np.array([180.0, 230.0, 275.0, 305.0])
         yt = np.interp(zt, _SPINE_Z, _SPINE_Y) - np.interp(zt, _SPINE_Z, _SPINE_RY) - 24.0
@@ -89,6 +89,31 @@ class ChestMixin:
         self._fill(cv, blk, nd < 1.0, BODY_LABEL, "fat")
         blk, nd = cv.tube(pts, r)
         self._fill(cv, blk, nd < 1.0, _l("esophagus"), "gi_wall")  # collapsed, no gas
+
+    def _chambers(self, cv, c):
+        """Heart chambers (blood) inside the myocardium: they show only with contrast."""
+        for offset, semi, tissue in (((18.0, 6.0, -6.0), (24.0, 22.0, 30.0), "heart_left"),  # left ventricle
+                                     ((2.0, 30.0, 22.0), (22.0, 13.0, 15.0), "heart_left"),  # left atrium
+                                     ((-10.0, -24.0, -8.0), (28.0, 12.0, 26.0), "heart_right"),  # right ventricle
+                                     ((-38.0, 4.0, 6.0), (15.0, 19.0, 23.0), "heart_right")):  # right atrium
+            sl, rho = cv.ellipsoid(np.asarray(c) + offset, semi)
+            self._fill(cv, sl, (rho < 1.0) & (cv.lab[sl] == _l("heart")), _l("heart"), tissue)
+
+    def _pulmonary_vessels(self, cv):
+        """Pulmonary trunk and arteries to the hila (no class of their own: body), pulmonary veins into the
+        left atrium."""
+        c = np.asarray(self.heart[0])
+        trunk = c + (-2.0, -34.0, 34.0)
+        fork = np.array([4.0, 2.0, 160.0])
+        self._vessel(cv, [trunk, trunk + (4.0, 4.0, 24.0), fork], np.array([13.0, 13.0, 12.0]), BODY_LABEL,
+                     halo=0, tissue="pulm_art")
+        for root in self.lung_roots["art"]:
+            self._vessel(cv, [fork, (fork + root) / 2 + (0.0, 2.0, 2.0), root], np.array([11.0, 9.0, 6.0]),
+                         BODY_LABEL, halo=0, tissue="pulm_art", keep=self.lung_labels)
+        atrium = c + (2.0, 30.0, 22.0)
+        for root in self.lung_roots["vein"]:
+            self._vessel(cv, [atrium, (atrium + root) / 2, root], np.array([8.0, 7.0, 5.5]), _l("pulmonary_vein"),
+                         halo=0, tissue="pulm_vein", keep=self.lung_labels)
 
     def _airway(self, cv, ctrl, radius, label, keep=None):
         pts, r = _path(ctrl, radius, step=3.0)
@@ -114,9 +139,10 @@ class ChestMixin:
                                cv.warp_fields) * inlung
         wall = self.t["trachea_wall"][0]
         hu += outer * (wall - hu) + lumen * (-1000.0 - wall)
-        vessels = trees.fraction(cv, self.lung_vessels, cv.warp_fields) * inlung
-        hu += vessels * (self.t["blood"][0] - hu)
-        tex += vessels * (self.t["blood"][1] - tex)
+        for segs, tissue in ((self.lung_arteries, "pulm_art"), (self.lung_veins, "pulm_vein")):
+            vessels = trees.fraction(cv, segs, cv.warp_fields) * inlung
+            hu += vessels * (self.t[tissue][0] - hu)
+            tex += vessels * (self.t[tissue][1] - tex)
 
 
     def _great_vessels(self, cv):
@@ -151,9 +177,9 @@ class ChestMixin:
                      _l("common_carotid_artery_left"))
         # veins: brachiocephalic veins into the SVC into the right atrium
         self._vessel(cv, [(70.0, -12.0, 258.0), (30.0, -34.0, 232.0), (-24.0, -24.0, 214.0)], 6.0,
-                     _l("brachiocephalic_vein_left"))
+                     _l("brachiocephalic_vein_left"), tissue="upper_vein")
         self._vessel(cv, [(-70.0, -6.0, 258.0), (-34.0, -16.0, 236.0), (-26.0, -22.0, 214.0)], 6.5,
-                     _l("brachiocephalic_vein_right"))
+                     _l("brachiocephalic_vein_right"), tissue="upper_vein")
         self._vessel(cv, [(-26.0, -22.0, 214.0), (-28.0, -18.0, 170.0), (-24.0, -12.0, 128.0)], 10.0,
-                     _l("superior_vena_cava"))
+                     _l("superior_vena_cava"), tissue="upper_vein")
 

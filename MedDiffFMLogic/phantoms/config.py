@@ -13,6 +13,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..regions import REGIONS, check_region
+from .contrast import CONTRAST_CHOICES
 
 _LUNG_LOBES = (
     "lung_upper_lobe_left",
@@ -161,6 +162,18 @@ _T = {
     "trachea_wall": (60.0, 5.0, 8.0),
     "table_shell": (250.0, 0.0, 0.0),
     "table_core": (-850.0, 0.0, 0.0),
+    # blood compartments and kidney parts, equal to blood and kidney without contrast (see contrast.py)
+    "artery": (42.0, 2.0, 4.0),
+    "vein": (42.0, 2.0, 4.0),
+    "upper_vein": (42.0, 2.0, 4.0),  # the veins of the arms and the SVC, where the contrast comes in
+    "portal": (42.0, 2.0, 4.0),
+    "heart_left": (42.0, 2.0, 4.0),
+    "heart_right": (42.0, 2.0, 4.0),
+    "pulm_art": (42.0, 2.0, 4.0),
+    "pulm_vein": (42.0, 2.0, 4.0),
+    "kidney_medulla": (30.0, 3.0, 5.0),
+    "urine": (8.0, 3.0, 3.0),
+    "lymph_node": (35.0, 4.0, 5.0),
 }
 # ---------------------------------------------------------------------------------------------------
 # Public data types
@@ -175,8 +188,11 @@ class PhantomConfig:
     lesions: int = 0  # number of lesions to insert
     lesion_radius_mm: tuple[float, float] = (4.0, 12.0)  # min, max radius
     seed: int = 0
+    contrast: str = "native"  # native | arterial | portal_venous | random (drawn from the seed)
 
     def __post_init__(self):
+        if self.contrast not in CONTRAST_CHOICES:
+            raise InputError(f"contrast must be one of {', '.join(CONTRAST_CHOICES)}, got {self.contrast!r}")
         check_region(self.region)
         if self.region not in REGIONS:
             raise InputError(f"a phantom needs a concrete region; choose one of {', '.join(REGIONS)}")
@@ -210,4 +226,5 @@ class Phantom:
     labels: sitk.Image  # uint8 anatomy labels (anatomy.ANATOMY_CLASSES indices), same grid
     lesion_mask: sitk.Image  # uint8 0/1, same grid (all zero without lesions)
     region: str
+    contrast: str = "native"  # the phase rendered ("random" resolved)
 

@@ -14,6 +14,7 @@ from .atlas import _REGION_Z_RANGE
 from .body import _Body
 from .atlas import _l
 from .config import _T, LESION_MODELS, Phantom, PhantomConfig
+from .contrast import resolve_phase
 from .lesions import paint_lesions, plan_lesions
 from .shapes import _Canvas
 from .textures import _psf_sigma, _texture
@@ -98,7 +99,8 @@ def make_phantom(config: PhantomConfig) -> Phantom:
     if not isinstance(config, PhantomConfig):
         raise InputError("make_phantom expects a PhantomConfig")
     seed = int(config.seed)
-    body = _Body(np.random.default_rng([seed, 0]))
+    phase = resolve_phase(config.contrast, seed)
+    body = _Body(np.random.default_rng([seed, 0]), phase)
     frame = _patient_frame(body, config)
     organs = np.array([_l(n) for n in LESION_MODELS[config.region]["organs"]], dtype=np.uint8)
     hu = tex = labels = lesion = plan = None
@@ -123,6 +125,7 @@ def make_phantom(config: PhantomConfig) -> Phantom:
         labels=_to_image(labels, config),
         lesion_mask=_to_image(lesion.astype(np.uint8), config),
         region=config.region,
+        contrast=phase,
     )
 
 

@@ -39,7 +39,7 @@ class HeadNeckMixin:
             pts, r = _path([(side * 40.0, 28.0, 400.0), (side * 34.0, 20.0, 340.0), (side * 30.0, 10.0, 275.0)], 6.0)
             blk, nd = cv.tube(pts, r)
             if blk is not None:
-                self._fill(cv, blk, (nd < 1.0) & self.body_mask[blk], BODY_LABEL, "blood")
+                self._fill(cv, blk, (nd < 1.0) & self.body_mask[blk], BODY_LABEL, "vein")
 
     def _head(self, cv):
         hc = _HEAD_C + self.head_jit

@@ -60,24 +60,6 @@ class _Fourier:
         return out
 
 
-def _grow_tree(rng, start, direction, length, radius, depth, spread=(0.35, 0.65)):
-    """Branching tube segments (p0, p1, r0, r1) of a vessel tree: two children per node."""
-    segs = []
-    stack = [(np.asarray(start, float), _unit(direction), float(length), float(radius), int(depth))]
-    while stack:
-        p, d, length_, r, k = stack.pop()
-        d = _unit(d + rng.normal(0.0, 0.12, 3))
-        q = p + d * length_
-        segs.append((p, q, r, r * 0.85))
-        if k > 0:
-            perp = _unit(np.cross(d, rng.normal(size=3)))
-            ang = rng.uniform(*spread)
-            for sgn in (1.0, -1.0):
-                child = _unit(d * math.cos(ang) + sgn * perp * math.sin(ang))
-                stack.append((q, child, length_ * rng.uniform(0.72, 0.92), r * rng.uniform(0.68, 0.8), k - 1))
-    return segs
-
-
 # ---------------------------------------------------------------------------------------------------
 # The canvas: grid, deformed nominal coordinates, label and HU volumes
 # ---------------------------------------------------------------------------------------------------
