@@ -38,7 +38,7 @@ MU_WATER_PER_MM = 0.0192
 # Calibrated (seeds/scanner.md) so that a full-dose 1 mm slice of the abdomen phantom (an adult of about
 # 340 x 220 mm) shows about 12.5 HU of noise in its soft tissue with the standard kernel, and a quarter
 # dose about twice that, as on the Mayo low-dose CT data (1 mm, full dose 10-15 HU).
-DEFAULT_FULL_DOSE_PHOTONS = 1.3e5
+DEFAULT_FULL_DOSE_PHOTONS = 9.0e4
 # Reconstruction kernels: ramp filter times a Hann window reaching zero at this frequency (line pairs
 # per mm). "standard" resembles a body soft-tissue kernel (noise power peaking near 0.2 lp/mm).
 KERNELS = {"smooth": 0.5, "standard": 0.7, "sharp": 1.0}
