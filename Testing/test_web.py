@@ -173,7 +173,10 @@ def set_steps(page, steps: int) -> None:
 
 def run_and_watch(page, server, timeout: float = RUN_TIMEOUT_S) -> list[str]:
     """Click Apply and record the status line while the progress bar shows, until the run ends."""
+    previous = page.inner_text("#mdf-status")
     page.click("#mdf-apply")
+    # The previous run's "Done ..." stays until the server answers the click.
+    page.wait_for_function(f"document.querySelector('#mdf-status').innerText !== {json.dumps(previous)}")
     statuses, deadline = [], time.monotonic() + timeout
     saw_progress = False
     while True:
@@ -181,13 +184,13 @@ def run_and_watch(page, server, timeout: float = RUN_TIMEOUT_S) -> list[str]:
         if not statuses or statuses[-1] != status:
             statuses.append(status)
         saw_progress |= page.locator("#mdf-progress").is_visible()
+        if page.locator("#mdf-error").count():
+            pytest.fail(f"the run failed: {page.inner_text('#mdf-error')} ({statuses})")
         if re.match(r"(Done|Failed|Cancelled)", status):
             break
-        if page.locator("#mdf-error").count():
-            pytest.fail("the run failed: " + page.inner_text("#mdf-error"))
         assert time.monotonic() < deadline, f"the run did not end: {statuses}"
         time.sleep(0.3)
-    assert saw_progress, "the progress bar never showed"
+    assert saw_progress, f"the progress bar never showed: {statuses}"
     return statuses
 
 
@@ -238,3 +241,92 @@ def test_open_a_phantom_and_denoise_it(server, page, phantom):
     # The result downloads as NRRD with the input's grid.
     disposition, data = server.download(result["id"])
     assert "phantom_denoised.nrrd" in disposition and data.startswith(b"NRRD")
+
+
+def ensure_open(server, page, phantom) -> dict:
+    """The phantom open as the input (each test can run alone)."""
+    scene = server.scene()
+    if scene["input"] is None:
+        page.fill("#mdf-path", str(phantom))
+        page.click("#mdf-open")
+        page.wait_for_function("document.querySelector('#mdf-status').innerText.startsWith('Opened')")
+        scene = server.scene()
+    return volume(scene, scene["input"])
+
+
+def paint_stroke(page, view: str = "Red", length: int = 40) -> tuple[float, float]:
+    """Drag the mouse across the middle of a slice view, as a user paints; returns the stroke's centre
+    in the view image's pixels."""
+    image = page.locator(f"xpath=//div[@id='mdf-view-vtkMRMLSliceNode{view}']/..//img[contains(@class, 'image-display-area')]")
+    box = image.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - length / 2, cy)
+    page.mouse.down()
+    for step in range(11):
+        page.mouse.move(cx - length / 2 + length * step / 10, cy)
+        time.sleep(0.1)
+    page.mouse.up()
+    return box["width"] / 2, box["height"] / 2
+
+
+def wait_for(predicate, timeout: float = 60, message: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.5)
+
+
+def test_paint_a_lesion_mask_and_generate_a_lesion(server, page, phantom):
+    ct = ensure_open(server, page, phantom)
+    set_steps(page, 2)
+    open_panel(page, "Generate lesion")
+    page.click("#mdf-new-mask")
+    wait_for(lambda: server.scene()["segmentations"], message="'New mask' made no segmentation")
+    [mask] = server.scene()["segmentations"]
+    assert mask["reference"] == ct["id"] and [s["name"] for s in mask["segments"]] == ["lesion"]
+    assert mask["segments"][0]["voxels"] == 0
+
+    wait_for_view(page)
+    centre = paint_stroke(page)
+    wait_for(lambda: server.scene()["segmentations"][0]["segments"][0]["voxels"], timeout=30,
+             message="painting in the slice view left the mask empty")
+    painted = server.scene()["segmentations"][0]["segments"][0]["voxels"]
+    assert 0 < painted < 0.05 * np.prod(ct["dimensions"])  # a brush stroke, not the whole volume
+    before_image = wait_for_view(page)
+
+    statuses = run_and_watch(page, server)
+    assert statuses[-1].startswith("Done in"), statuses
+    scene = server.scene()
+    result = next(r for r in scene["results"] if r["task"] == "lesion")
+    assert result["name"] == "phantom with lesion"
+    lesion = volume(scene, result["id"])
+    assert lesion["dimensions"] == ct["dimensions"] and lesion["ijk_to_ras"] == ct["ijk_to_ras"]
+    assert lesion["sha256"] != ct["sha256"]
+    assert volume(scene, ct["id"])["sha256"] == ct["sha256"]
+    assert scene["segmentations"][0]["segments"][0]["voxels"] == painted  # the mask is an input too
+
+    # The lesion shows where it was painted: the view changes near the stroke, not far from it.
+    after_image = wait_for_view(page, unlike=before_image)
+    diff = np.abs(after_image - before_image)
+    rows, cols = np.indices(diff.shape)
+    near = (np.abs(rows - centre[1]) < 60) & (np.abs(cols - centre[0]) < 80)
+    assert diff[near].mean() > 3 * diff[~near].mean() and diff[near].mean() > 1.0
+
+
+def test_cancel_a_run(server, page):
+    scene = server.scene()
+    open_panel(page, "Synthesize")
+    set_steps(page, 500)
+    page.click("#mdf-apply")
+    # Wait until the engine reports sampling steps, then cancel.
+    page.wait_for_function("/Synthesize: .*[1-9][0-9]*\\/500/.test(document.querySelector('#mdf-status').innerText)",
+                           timeout=RUN_TIMEOUT_S * 1000)
+    assert server.engine_processes(), "no engine process while a run is going"
+    page.click("#mdf-cancel")
+    page.wait_for_function("document.querySelector('#mdf-status').innerText.startsWith('Cancelled')")
+    assert page.locator("#mdf-apply").is_enabled() and not page.locator("#mdf-cancel").is_enabled()
+    wait_for(lambda: not server.engine_processes(), timeout=15, message="the engine outlived Cancel")
+    after = server.scene()
+    assert [v["id"] for v in after["volumes"]] == [v["id"] for v in scene["volumes"]]
+    assert after["results"] == scene["results"] and after["running"] is False
+    set_steps(page, 2)
