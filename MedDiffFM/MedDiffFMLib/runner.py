@@ -202,6 +202,7 @@ class EngineProcess:
         self._exited = False  # Exited has been delivered to the caller (poll/wait)
         self._reaped = False  # the process has ended and its pipes are drained (reaper thread)
         self._on_reaped: list[Callable[[], None]] = []
+        self._killer: threading.Thread | None = None  # kills what a cancel's SIGTERM left, after the grace period
         self._lock = threading.Lock()
         self.started_at: float | None = None
         self.seconds: float | None = None
@@ -263,6 +264,10 @@ class EngineProcess:
         code = self._proc.wait()
         for t in self._readers:
             t.join()
+        with self._lock:
+            killer = self._killer
+        if killer is not None:  # a cancelled run ends when its whole tree is gone, not just the first process
+            killer.join()
         with self._lock:
             self._reaped = True
             callbacks, self._on_reaped = self._on_reaped, []
@@ -355,7 +360,7 @@ class EngineProcess:
                 return
             if not self.state.cancelled:
                 self.state.cancelled = True
-                stop_tree(self._proc, grace)
+                self._killer = stop_tree(self._proc, grace)
         if wait:
             # Drain so that `finished` turns true and nothing is left in the pipes.
             self.wait(timeout=None)
@@ -376,15 +381,18 @@ def kill_tree(proc: subprocess.Popen, grace: float = 3.0) -> None:
 
 
 def _terminate_tree(proc: subprocess.Popen):
-    """SIGTERM (TerminateProcess on Windows) to the process and its descendants; what to watch after."""
+    """SIGTERM (TerminateProcess on Windows) to the process and its descendants. Returns the descendants
+    psutil found (None without psutil), for _kill_survivors to watch."""
+    # Once reaped, the pid may belong to an unrelated process: then only the process group is ours.
+    reaped = proc.returncode is not None
     try:
         import psutil
     except ImportError:
         psutil = None
-    if psutil is not None:
+    children = None
+    if psutil is not None and not reaped:
         try:
-            # The descendants are listed before anything stops: once the launcher dies, its children
-            # are no longer found under it.
+            # Listed before anything stops: once the launcher dies, its children are no longer under it.
             children = psutil.Process(proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             children = []
@@ -393,43 +401,46 @@ def _terminate_tree(proc: subprocess.Popen):
                 p.terminate()
             except psutil.NoSuchProcess:
                 pass
-        if proc.poll() is None:
-            proc.terminate()
-        return children
-    if os.name == "nt":
-        return None  # taskkill /T needs the parent alive to find the tree: it runs in _kill_survivors
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)  # the group started with start_new_session
-    except ProcessLookupError:
-        pass
-    return None
+    if os.name != "nt":
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # the group started with start_new_session, leader included
+        except (ProcessLookupError, PermissionError):
+            pass
+    elif children is not None:
+        proc.terminate()
+    return children
 
 
-def _kill_survivors(proc: subprocess.Popen, victims, grace: float) -> None:
+def _kill_survivors(proc: subprocess.Popen, children, grace: float) -> None:
     """Runs in a background thread: after `grace` seconds, kill what _terminate_tree could not stop."""
     deadline = time.monotonic() + grace
-    if os.name == "nt" and victims is None:
+    if os.name == "nt" and children is None and proc.returncode is None:
+        # Without psutil: taskkill /T finds the tree from the (still running) parent.
         subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True, check=False)
-    if victims is not None:  # psutil's list of descendants (not our children: psutil polls them)
+    if children:  # not our children: psutil polls them
         import psutil
 
-        _, alive = psutil.wait_procs(victims, timeout=grace)
+        _, alive = psutil.wait_procs(children, timeout=grace)
         for p in alive:
             try:
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
+        psutil.wait_procs(alive, timeout=1.0)
     try:
         proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
     except subprocess.TimeoutExpired:
         proc.kill()
-    if os.name != "nt" and victims is None:
-        while time.monotonic() < deadline and _group_alive(proc.pid):
+    if os.name != "nt":
+        alive = _group_alive(proc.pid)
+        while alive and time.monotonic() < deadline:
             time.sleep(0.05)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # anything of the group still there after the grace period
-        except (ProcessLookupError, PermissionError):
-            pass
+            alive = _group_alive(proc.pid)
+        if alive:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # what is left of the group after the grace period
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def _group_alive(pgid: int) -> bool:
