@@ -10,24 +10,19 @@ MEDDIFFFM_REQUIRE_BROWSER=1 (CI), where that is a failure.
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import threading
-import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("MEDDIFFFM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+from MedDiffFMWeb.browser import (
+    RUN_TIMEOUT_S, Server, find_chromium, open_ct, open_page, open_panel, paint_stroke, run_and_watch, set_steps,
+    wait_for, wait_for_view, write_phantom,
+)
+
+CHROMIUM = find_chromium()
 if CHROMIUM is None:
     if os.environ.get("MEDDIFFFM_REQUIRE_BROWSER") == "1":
         raise RuntimeError("the browser tests need Chromium and MEDDIFFFM_REQUIRE_BROWSER=1: "
@@ -35,85 +30,13 @@ if CHROMIUM is None:
     pytest.skip("Chromium is not installed (apt-get install -y --no-install-recommends chromium); "
                 "the browser tests cannot run", allow_module_level=True)
 
-from PIL import Image  # noqa: E402  (trame-slicer's dependency)
 from playwright.sync_api import sync_playwright  # noqa: E402
-
-SERVER_START_S = 180
-RUN_TIMEOUT_S = 300
-
-
-# ------------------------------------------------------------------------------------------ fixtures
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
+def phantom(tmp_path_factory):
     """A small low-dose chest phantom written by the engine's CLI (the test may use the engine)."""
-    folder = tmp_path_factory.mktemp("web-data")
-    ct = folder / "phantom.nrrd"
-    subprocess.run([sys.executable, "-m", "MedDiffFMLogic", "phantom", "--region", "chest", "-o", str(folder / "full.nrrd"),
-                    "--size", "48,48,32", "--spacing", "6,6,8", "--low-dose", str(ct), "--seed", "3",
-                    "--progress", "none"], check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                   capture_output=True, timeout=300)
-    return ct
-
-
-class Server:
-    def __init__(self, tmp: Path):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "MedDiffFMWeb", "--port", str(self.port), "--temp-dir", str(tmp)],
-            cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
-        deadline = time.monotonic() + SERVER_START_S
-        while not any("serving on" in line for line in self.lines):
-            assert self.process.poll() is None, "the server died:\n" + "\n".join(self.lines[-30:])
-            assert time.monotonic() < deadline, "the server did not start:\n" + "\n".join(self.lines[-30:])
-            time.sleep(0.2)
-
-    def _read(self):
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-
-    def scene(self) -> dict:
-        with urllib.request.urlopen(self.url + "meddifffm/scene.json", timeout=60) as r:
-            return json.load(r)
-
-    def download(self, node_id: str) -> tuple[str, bytes]:
-        with urllib.request.urlopen(self.url + f"meddifffm/download/{node_id}", timeout=60) as r:
-            return r.headers.get("Content-Disposition", ""), r.read()
-
-    def engine_processes(self) -> list:
-        import psutil
-
-        return psutil.Process(self.process.pid).children(recursive=True)
-
-    def stop(self):
-        import psutil
-
-        try:
-            children = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            children = []
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        for child in children:
-            try:
-                child.kill()
-            except psutil.NoSuchProcess:
-                pass
+    return write_phantom(tmp_path_factory.mktemp("web-data"))
 
 
 @pytest.fixture(scope="module")
@@ -126,72 +49,9 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(server):
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(60_000)
-        page.goto(server.url)
-        page.wait_for_selector("#mdf-apply")
+        browser, page = open_page(p, server.url, CHROMIUM)
         yield page
         browser.close()
-
-
-# ------------------------------------------------------------------------------------------ helpers
-
-
-def view_image(page, view: str = "Red") -> np.ndarray:
-    """The slice view's image as the browser shows it (grey levels, float)."""
-    image = page.locator(f"xpath=//div[@id='mdf-view-vtkMRMLSliceNode{view}']/..//img[contains(@class, 'image-display-area')]")
-    png = image.screenshot()
-    return np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)
-
-
-def wait_for_view(page, view: str = "Red", unlike: np.ndarray | None = None, timeout: float = 90) -> np.ndarray:
-    """The view's image once it shows something (not black), and differs from `unlike` when given."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            image = view_image(page, view)
-        except Exception:  # the image has no size yet
-            image = None
-        if image is not None and image.std() > 5 and (unlike is None or image.shape != unlike.shape
-                                                       or np.abs(image - unlike).mean() > 0.5):
-            return image
-        assert time.monotonic() < deadline, f"the {view} slice view did not show the expected image"
-        time.sleep(1)
-
-
-def open_panel(page, title: str) -> None:
-    header = page.locator(".v-expansion-panel-title", has_text=title).first
-    if "v-expansion-panel-title--active" not in (header.get_attribute("class") or ""):
-        header.click()
-
-
-def set_steps(page, steps: int) -> None:
-    open_panel(page, "Model and settings")
-    page.fill("#mdf-steps", str(steps))
-
-
-def run_and_watch(page, server, timeout: float = RUN_TIMEOUT_S) -> list[str]:
-    """Click Apply and record the status line while the progress bar shows, until the run ends."""
-    previous = page.inner_text("#mdf-status")
-    page.click("#mdf-apply")
-    # The previous run's "Done ..." stays until the server answers the click.
-    page.wait_for_function(f"document.querySelector('#mdf-status').innerText !== {json.dumps(previous)}")
-    statuses, deadline = [], time.monotonic() + timeout
-    saw_progress = False
-    while True:
-        status = page.inner_text("#mdf-status")
-        if not statuses or statuses[-1] != status:
-            statuses.append(status)
-        saw_progress |= page.locator("#mdf-progress").is_visible()
-        if page.locator("#mdf-error").count():
-            pytest.fail(f"the run failed: {page.inner_text('#mdf-error')} ({statuses})")
-        if re.match(r"(Done|Failed|Cancelled)", status):
-            break
-        assert time.monotonic() < deadline, f"the run did not end: {statuses}"
-        time.sleep(0.3)
-    assert saw_progress, f"the progress bar never showed: {statuses}"
-    return statuses
 
 
 def volume(scene: dict, node_id: str) -> dict:
@@ -203,14 +63,26 @@ def high_pass(image: np.ndarray) -> float:
     return float(np.abs(np.diff(image, axis=0)).mean() + np.abs(np.diff(image, axis=1)).mean())
 
 
+def ensure_open(server, page, phantom) -> dict:
+    """The phantom open as the input (each test can run alone)."""
+    if server.scene()["input"] is None:
+        open_ct(page, phantom)
+    scene = server.scene()
+    return volume(scene, scene["input"])
+
+
+def watch(page) -> list[str]:
+    statuses, saw_progress = run_and_watch(page)
+    assert saw_progress, f"the progress bar never showed: {statuses}"
+    return statuses
+
+
 # ------------------------------------------------------------------------------------------- tests
 
 
 def test_open_a_phantom_and_denoise_it(server, page, phantom):
     assert server.scene()["input"] is None
-    page.fill("#mdf-path", str(phantom))
-    page.click("#mdf-open")
-    page.wait_for_function("document.querySelector('#mdf-status').innerText.startsWith('Opened')")
+    open_ct(page, phantom)
     before_image = wait_for_view(page)
     scene = server.scene()
     ct = volume(scene, scene["input"])
@@ -219,7 +91,7 @@ def test_open_a_phantom_and_denoise_it(server, page, phantom):
 
     set_steps(page, 2)
     open_panel(page, "Denoise")
-    statuses = run_and_watch(page, server)
+    statuses = watch(page)
     assert any(re.search(r"Denoise: .*\d+/\d+", s) for s in statuses), statuses  # the engine's progress reached the page
     assert statuses[-1].startswith("Done in"), statuses
 
@@ -243,40 +115,7 @@ def test_open_a_phantom_and_denoise_it(server, page, phantom):
     assert "phantom_denoised.nrrd" in disposition and data.startswith(b"NRRD")
 
 
-def ensure_open(server, page, phantom) -> dict:
-    """The phantom open as the input (each test can run alone)."""
-    scene = server.scene()
-    if scene["input"] is None:
-        page.fill("#mdf-path", str(phantom))
-        page.click("#mdf-open")
-        page.wait_for_function("document.querySelector('#mdf-status').innerText.startsWith('Opened')")
-        scene = server.scene()
-    return volume(scene, scene["input"])
-
-
-def paint_stroke(page, view: str = "Red", length: int = 40) -> tuple[float, float]:
-    """Drag the mouse across the middle of a slice view, as a user paints; returns the stroke's centre
-    in the view image's pixels."""
-    image = page.locator(f"xpath=//div[@id='mdf-view-vtkMRMLSliceNode{view}']/..//img[contains(@class, 'image-display-area')]")
-    box = image.bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx - length / 2, cy)
-    page.mouse.down()
-    for step in range(11):
-        page.mouse.move(cx - length / 2 + length * step / 10, cy)
-        time.sleep(0.1)
-    page.mouse.up()
-    return box["width"] / 2, box["height"] / 2
-
-
-def wait_for(predicate, timeout: float = 60, message: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.5)
-
-
-def test_paint_a_lesion_mask_and_generate_a_lesion(server, page, phantom):
+def test_paint_a_lesion_mask_and_generate_a_lesion(server, page, phantom, tmp_path):
     ct = ensure_open(server, page, phantom)
     set_steps(page, 2)
     open_panel(page, "Generate lesion")
@@ -294,7 +133,7 @@ def test_paint_a_lesion_mask_and_generate_a_lesion(server, page, phantom):
     assert 0 < painted < 0.05 * np.prod(ct["dimensions"])  # a brush stroke, not the whole volume
     before_image = wait_for_view(page)
 
-    statuses = run_and_watch(page, server)
+    statuses = watch(page)
     assert statuses[-1].startswith("Done in"), statuses
     scene = server.scene()
     result = next(r for r in scene["results"] if r["task"] == "lesion")
@@ -304,6 +143,15 @@ def test_paint_a_lesion_mask_and_generate_a_lesion(server, page, phantom):
     assert lesion["sha256"] != ct["sha256"]
     assert volume(scene, ct["id"])["sha256"] == ct["sha256"]
     assert scene["segmentations"][0]["segments"][0]["voxels"] == painted  # the mask is an input too
+
+    # Voxel by voxel (the downloads): the lesion changed the CT around the painted voxels only.
+    images = {}
+    for key, node_id in (("ct", ct["id"]), ("lesion", result["id"])):
+        path = tmp_path / f"{key}.nrrd"
+        path.write_bytes(server.download(node_id)[1])
+        images[key] = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    changed = int((images["lesion"] != images["ct"]).sum())
+    assert 0 < changed <= 27 * painted  # the mask and at most one voxel around it (3 mm margin, 6 mm voxels)
 
     # The lesion shows where it was painted: the view changes near the stroke, not far from it.
     after_image = wait_for_view(page, unlike=before_image)
