@@ -21,9 +21,10 @@ from .head_neck import HeadNeckMixin
 from . import trees
 from .shapes import _Canvas, _Fourier, _path, _rotation, _unit
 from .skeleton import SkeletonMixin
+from .wall import WallMixin
 
 
-class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin):
+class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin, WallMixin):
     """Draws every random anatomical parameter up front (grid-independent), then paints on a canvas."""
 
     def __init__(self, rng, phase: str = "native"):
@@ -55,6 +56,7 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin):
         self.brain_fold = _Fourier(rng, 16, (14.0, 28.0))
         self.brain_sulci = _Fourier(rng, 16, (8.0, 14.0))
         self.head_jit = rng.normal(0.0, 2.0, 3)
+        self._draw_wall()
         self.lung_labels = np.array([_l(n) for n in _LUNG_LOBES], dtype=np.uint8)
 
     def _jit(self, c, sd=4.0):
@@ -206,6 +208,7 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin):
     # ---- painting ----
     def paint(self, cv: _Canvas):
         self._outline(cv)
+        self._muscle_groups(cv)
         self._thorax_abdomen_cavity(cv)
         self._spine(cv)
         self._mediastinum(cv)
@@ -217,6 +220,7 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin):
         self._pelvis(cv)
         self._neck(cv)
         self._head(cv)
+        self._lymph_nodes(cv)
 
     def _fill(self, cv, sl, mask, label, tissue):
         hu, tx = self.t[tissue]

@@ -32,8 +32,7 @@ def grow(rng, root, points, r_leaf: float, reach: float = 0.55, wiggle: float = 
         q = q + rng.normal(0.0, wiggle, 3) * np.linalg.norm(c - p)
         segs.append((p, q, r_parent or r, r, n))
         centred = pts - c
-        axis = np.linalg.eigh(centred.T @ centred)[1][:, -1]  # longest axis of the cloud
-        order = np.argsort(centred @ axis)
+        order = np.argsort(centred[:, int(np.argmax(centred.var(axis=0)))])  # across the widest axis
         half = n // 2
         stack.append((q, pts[order[:half]], r))
         stack.append((q, pts[order[half:]], r))
@@ -89,17 +88,24 @@ def splat(cv, segs: list[Segment], warp_fields) -> np.ndarray:
     idx = ((u - cv.c) * cv.s - cv.origin) / cv.spacing - cv.offset  # continuous index x, y, z
     base = np.floor(idx).astype(int)
     frac = idx - base
-    nx, ny, nz = (int(v) for v in cv.size)
-    flat = np.zeros(nx * ny * nz)
-    for dx in (0, 1):
-        for dy in (0, 1):
-            for dz in (0, 1):
-                ix, iy, iz = base[:, 0] + dx, base[:, 1] + dy, base[:, 2] + dz
-                w = (weight * np.where(dx, frac[:, 0], 1 - frac[:, 0]) * np.where(dy, frac[:, 1], 1 - frac[:, 1])
-                     * np.where(dz, frac[:, 2], 1 - frac[:, 2]))
-                ok = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny) & (iz >= 0) & (iz < nz)
-                flat += np.bincount((iz[ok] * ny + iy[ok]) * nx + ix[ok], weights=w[ok], minlength=flat.size)
-    np.minimum(flat.reshape(cv.shape), 1.0, out=out)
+    size = cv.size.astype(int)
+    keep = np.all((base >= -1) & (base < size), axis=1)
+    base, frac, weight = base[keep], frac[keep], weight[keep]
+    if not len(base):
+        return out
+    lo = np.maximum(base.min(axis=0), 0)
+    hi = np.minimum(base.max(axis=0) + 2, size)  # a box around the samples, exclusive
+    n = hi - lo
+    index, weights = [], []
+    for corner in np.ndindex(2, 2, 2):
+        i = base + corner - lo
+        w = weight * np.prod(np.where(corner, frac, 1.0 - frac), axis=1)
+        ok = np.all((i >= 0) & (i < n), axis=1)
+        index.append((i[ok, 2] * n[1] + i[ok, 1]) * n[0] + i[ok, 0])
+        weights.append(w[ok])
+    acc = np.bincount(np.concatenate(index), weights=np.concatenate(weights), minlength=int(np.prod(n)))
+    box = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+    out[box] = np.minimum(acc.reshape(n[2], n[1], n[0]), 1.0)
     return out
 
 
@@ -107,7 +113,7 @@ def fraction(cv, segs: list[Segment], warp_fields, thick_radius: float | None = 
     """Volume fraction of a whole tree on the canvas: thick segments drawn exactly (anti-aliased tube
     distance), thin ones splatted."""
     if thick_radius is None:
-        thick_radius = 0.8 * cv.voxel_nominal
+        thick_radius = 1.0 * cv.voxel_nominal
     thick, thin = split(segs, thick_radius)
     out = splat(cv, thin, warp_fields)
     blk, frac = cv.soft_tree([s[:4] for s in thick])
