@@ -27,8 +27,11 @@ class ChestMixin:
         self._fill(cv, sl, inside & ~below & (Z < zd), BODY_LABEL, "muscle")  # the diaphragm
         lung = inside & (Z >= zd)
         left = X > 6.0
-        lower_l = Z < self.fiss_l + 0.9 * Y
-        lower_r = Z < self.fiss_r + 0.9 * Y
+        # oblique fissures: high at the back, low in front, and more anterior laterally
+        lateral = np.float32(0.3) * (np.abs(X) - np.float32(70.0))
+        oblique_l = self.fiss_l + 0.9 * Y + lateral
+        oblique_r = self.fiss_r + 0.9 * Y + lateral
+        lower_l, lower_r = Z < oblique_l, Z < oblique_r
         lab = np.where(
             left,
             np.where(lower_l, _l("lung_lower_lobe_left"), _l("lung_upper_lobe_left")),
@@ -43,16 +46,17 @@ class ChestMixin:
         _, bz, yz = self._cavity(np.clip(Z, -330, 266))
         grad = np.clip((Y - yz) / np.maximum(bz, 1.0), -1.0, 1.0)
         hu = (hu0 + 60.0 * grad).astype(np.float32)
-        hu += self._fissures(cv, X, Y, Z, left, lower_r) * (self.t["trachea_wall"][0] - hu)
+        fissure = self._fissures(cv, Z, np.where(left, oblique_l, oblique_r), ~left & ~lower_r)
+        hu += fissure * (self.t["trachea_wall"][0] - hu)
         cv.put(sl, lung, label=lab[lung], hu=hu, tex=tx)
 
-    def _fissures(self, cv, X, Y, Z, left, lower_r):
+    def _fissures(self, cv, Z, oblique, upper_right):
         """Fill fraction of the pleural fissures (about 0.4 mm thick) between the lobes, as a tent one
         voxel wide either side of the fissure plane."""
         h = np.float32(cv.voxel_nominal)
         thickness = np.float32(0.4 / cv.s)
-        d = np.where(left, np.abs(Z - self.fiss_l - 0.9 * Y), np.abs(Z - self.fiss_r - 0.9 * Y)) / np.float32(1.345)
-        d = np.where(~left & ~lower_r, np.minimum(d, np.abs(Z - self.fiss_h)), d)
+        d = np.abs(Z - oblique) / np.float32(1.38)  # distance to the plane (normal (0.3, 0.9, 1))
+        d = np.where(upper_right, np.minimum(d, np.abs(Z - self.fiss_h)), d)
         return np.minimum(thickness / h, 1.0) * np.clip(1.0 - d / h, 0.0, 1.0)
 
 
