@@ -53,8 +53,8 @@ class HeadNeckMixin:
         rho_i = np.sqrt(((X - hc[0]) / inner[0]) ** 2 + ((Y - hc[1]) / inner[1]) ** 2 + ((Z - hc[2]) / inner[2]) ** 2)
         yrel = Y - hc[1]
         # cranial floor: anterior fossa (orbital roofs), middle fossa (deeper laterally), posterior fossa
-        floor = hc[2] + np.interp(yrel, [-100.0, -38.0, -28.0, 12.0, 22.0, 120.0], [-23.0, -23.0, -42.0, -42.0, -62.0, -62.0])
-        middle = np.interp(yrel, [-38.0, -28.0, 12.0, 22.0], [0.0, 1.0, 1.0, 0.0])
+        floor = hc[2] + np.interp(yrel, [-100.0, -44.0, -22.0, 6.0, 28.0, 120.0], [-23.0, -23.0, -42.0, -42.0, -62.0, -62.0])
+        middle = np.interp(yrel, [-44.0, -22.0, 6.0, 28.0], [0.0, 1.0, 1.0, 0.0])
         floor = floor - 16.0 * middle * np.clip((np.abs(X - hc[0]) - 12.0) / 30.0, 0.0, 1.0)
         # the posterior fossa is a bowl: its floor rises towards the sides and the back
         post = np.interp(yrel, [12.0, 22.0], [0.0, 1.0])
@@ -76,6 +76,7 @@ class HeadNeckMixin:
                tex=self.t["csf"][1])
         self._brain(cv, sl, hc, k, rho_i, floor)
         self._face(cv, k)
+        self._sinuses(cv, k)
         self._jaw(cv, k)
 
     def _brain(self, cv, sl, hc, k, rho_i, floor):
@@ -100,10 +101,41 @@ class HeadNeckMixin:
             self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == _l("brain")), _l("brain"), "csf")
             sl2, r2 = cv.ellipsoid(hc + np.array([side * 21.0, 2.0, -8.0]) * k, np.array([9.0, 17.0, 9.0]) * k)
             self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == _l("brain")), _l("brain"), "deep_grey")
+            # lateral ventricles: frontal horn and body (a butterfly in axial), occipital horn
+            for c, semi, roll in (((side * 9.0, -22.0, 10.0), (7.0, 14.0, 7.0), -20.0),
+                                  ((side * 15.0, 8.0, 14.0), (6.0, 20.0, 5.0), 0.0),
+                                  ((side * 20.0, 34.0, 4.0), (5.0, 12.0, 6.0), 25.0)):
+                sl2, r2 = cv.ellipsoid(hc + np.array(c) * k, np.array(semi) * k, _rotation(side * 10.0, 0, roll))
+                self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == _l("brain")), _l("brain"), "csf")
+        sl2, r2 = cv.ellipsoid(hc + np.array([0.0, 4.0, -6.0]) * k, np.array([2.0, 14.0, 9.0]) * k)  # third ventricle
+        self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == _l("brain")), _l("brain"), "csf")
         pts, r = _path([hc + (0.0, 26.0, -62.0), hc + (0.0, 20.0, -40.0), hc + (0.0, 10.0, -20.0)], 11.0)
         blk, nd = cv.tube(pts, r)
         if blk is not None:
             self._fill(cv, blk, (nd < 1.0) & (cv.lab[blk] != _l("skull")), _l("brain"), "cord")
+
+    def _air_cells(self, cv, centre, semi, cell: float, porosity: float = 0.3):
+        """A bony region riddled with air cells (mastoid, ethmoid): bone septa around air, label skull."""
+        sl, rho = cv.ellipsoid(centre, semi)
+        if rho.size == 0:
+            return
+        X, Y, Z = cv.coords(sl)
+        w = np.float32(2.0 * np.pi / cell)
+        cells = np.cos(w * X) * np.cos(w * Y + 1.3) * np.cos(w * Z + 0.7)
+        inside = (rho < 1.0) & self.body_mask[sl]
+        self._fill(cv, sl, inside, _l("skull"), "diploe")
+        cv.put(sl, inside & (np.abs(cells) > porosity) & (rho < 0.9), hu=-1000.0, tex=self.t["air"][1])
+
+    def _sinuses(self, cv, k):
+        """Mastoid air cells behind the ears, ethmoid cells between the orbits, the sphenoid sinus."""
+        j = self.head_jit
+        for side in (1.0, -1.0):
+            self._air_cells(cv, np.array([side * 56.0, 30.0, 412.0]) + j, np.array([11.0, 13.0, 14.0]) * k, 5.0)
+        self._air_cells(cv, np.array([0.0, -46.0, 430.0]) + j, np.array([9.0, 16.0, 12.0]) * k, 6.0, 0.2)
+        sl, rho = cv.ellipsoid(np.array([0.0, -14.0, 418.0]) + j, np.array([13.0, 11.0, 10.0]) * k)
+        if rho.size:
+            self._fill(cv, sl, (rho < 1.0) & (rho >= 0.85), _l("skull"), "rib_cortex")
+            self._fill(cv, sl, rho < 0.85, BODY_LABEL, "air")
 
     def _face(self, cv, k):
         # face: orbits with eyes, nasal cavity, maxillary sinuses, jaw, teeth, tongue, parotids, masseters
