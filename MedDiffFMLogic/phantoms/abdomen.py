@@ -132,8 +132,12 @@ class AbdomenMixin:
         blk, nd = cv.tube(pts, r)
         fill(cv, blk, nd < 1.0, _l("portal_vein_and_splenic_vein"), "portal")
         # small bowel, colon (gas pockets, stool), urinary bladder
-        pts, r = _path(self.small_bowel, 11.0)
-        self._hollow(cv, pts, r, _l("small_bowel"), "fluid", wall=2.5, gate=organ, gas=self.bowel_gas)
+        for k, walk in enumerate(self.small_bowel):
+            pts, r = _path(walk, 11.0 - k)
+            self._hollow(cv, pts, r, _l("small_bowel"), "fluid", wall=2.5, gate=organ, gas=self.bowel_gas[k:k + 2])
+        fat = (cv.lab == BODY_LABEL) & (np.abs(cv.hu - self.t["fat"][0]) < 1.0)
+        frac = trees.fraction(cv, self.mesenteric_tree, cv.warp_fields) * fat
+        cv.hu += frac * (self.t["portal"][0] - cv.hu)
         pts, r = _path(self.colon_ctrl, self.colon_r)
         self._hollow(cv, pts, r, _l("colon"), "stool", wall=2.5, gate=organ, gas=self.colon_gas)
         c, semi = self.bladder

@@ -83,7 +83,10 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin, WallMixin):
         ) + rng.normal(0.0, 4.0, (5, 3))
         self.stomach_r = np.array([40, 36, 30, 22, 12], float) * u(0.85, 1.1)
         self.stomach_air = u(-45.0, -25.0)  # gas collects anteriorly (supine), in front of this y
-        self.small_bowel = self._random_walk()
+        # small bowel: loops filling the mesenteric space (jejunum upper left, ileum lower right, pelvis)
+        self.small_bowel = [self._random_walk(np.array(lo, float), np.array(hi, float), 30) for lo, hi in (
+            ((0.0, -75.0, -135.0), (70.0, 0.0, -60.0)), ((-60.0, -75.0, -170.0), (40.0, -5.0, -95.0)),
+            ((-70.0, -70.0, -215.0), (10.0, 5.0, -130.0)), ((-35.0, -60.0, -235.0), (60.0, 10.0, -165.0)))]
         self.colon_ctrl = np.array(
             [(-72, -5, -185), (-80, 12, -125), (-76, -18, -72), (-35, -64, -88), (30, -66, -82), (82, 8, -30),
              (86, 30, -100), (80, 24, -170), (40, -8, -212), (0, 12, -238)], float
@@ -92,6 +95,10 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin, WallMixin):
         self.colon_gas = [(u(0.0, 1.0), u(0.4, 0.8)) for _ in range(9)]  # (position along, size)
         self.bowel_gas = [(u(0.0, 1.0), u(0.3, 0.6)) for _ in range(5)]
         self.bladder = (jit((0.0, -20.0, -268.0), 4), sz((45.0, 35.0, 35.0)))
+        # mesenteric vessels: from the root of the mesentery out to the bowel loops
+        loops = np.concatenate(self.small_bowel)[::2]
+        self.mesenteric_tree = trees.grow(rng, (4.0, -14.0, -62.0), loops + rng.normal(0.0, 3.0, loops.shape),
+                                          r_leaf=0.9, reach=0.6)
 
     def _draw_trees(self):
         """Vessel and airway trees (nominal): pulmonary arteries and veins from each hilum filling the lung,
@@ -154,13 +161,12 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin, WallMixin):
 
         return inside
 
-    def _random_walk(self):
+    def _random_walk(self, lo, hi, steps: int):
         rng = self.rng
-        lo, hi = np.array([-55.0, -70.0, -200.0]), np.array([55.0, 5.0, -92.0])
         p = rng.uniform(lo, hi)
         d = _unit(rng.normal(size=3))
         pts = [p]
-        for _ in range(44):
+        for _ in range(steps):
             d = _unit(d + rng.normal(0.0, 0.6, 3))
             q = pts[-1] + d * 16.0
             for k in range(3):  # reflect at the box walls
