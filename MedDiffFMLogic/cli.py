@@ -20,6 +20,8 @@ from .cli_args import add_common, triple
 from .errors import InputError, Interrupted, MedDiffFMError
 from .progress import Progress
 from .regions import REGIONS
+from .settings.commands import COMMANDS
+from .training import commands as training_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,30 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(p)
     p.set_defaults(run=lambda args, progress: _phantom(args))
 
-    for add_command in _task_commands():
-        add_command(sub)
+    # The tasks and the demo: commands built from their settings' declarations (settings/).
+    for command in COMMANDS:
+        command.add_to(sub)
+    # Training's commands (train, finetune, cut-regions) build their own parsers, like the two above.
+    training_commands.add_command(sub)
     return parser
-
-
-def _task_commands():
-    """`add_command(subparsers)` of every module in tasks/ and of training.commands: a new task
-    file brings its own command."""
-    import importlib
-    import pkgutil
-
-    from . import tasks
-
-    names = [f"{tasks.__name__}.{m.name}" for m in pkgutil.iter_modules(tasks.__path__)]
-    names.append(f"{__package__}.training.commands")
-    for name in names:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # not written yet
-            raise
-        if hasattr(module, "add_command"):
-            yield module.add_command
 
 
 def _models(args) -> dict[str, str]:

@@ -1,62 +1,25 @@
-"""Argument helpers shared by every command: the common options and the sliding-window options."""
+"""Argument helpers shared by every command: the common options, --threads, and "X,Y,Z" numbers.
+Torch-free: the options are declared in settings/common.py."""
 
 from __future__ import annotations
 
 import argparse
 
-from .device import DEVICE_CHOICES
-from .errors import InputError
-from .progress import PROGRESS_MODES
-from .sampling import WindowConfig
+from .settings.common import DEVICE, FORCE, PROGRESS, SEED, THREADS
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("common options")
-    group.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to run (default: auto)")
-    group.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats the output")
-    group.add_argument(
-        "--progress", choices=PROGRESS_MODES, default=None,
-        help="progress report: a bar (default on a terminal), JSON lines on stdout, or none",
-    )
-    group.add_argument(
-        "--force", action="store_true",
-        help="run on an input whose values are implausible for a CT in HU (e.g. an MR), with a warning",
-    )
+    """--device and --seed (unless the command's config declared them already), --progress, --force."""
+    taken = {a.dest for a in parser._actions}
+    for name, setting in (("device", DEVICE), ("seed", SEED), ("progress", PROGRESS), ("force", FORCE)):
+        if name not in taken:
+            setting.add_to(parser, name)
 
 
-def add_windows(parser: argparse.ArgumentParser, skip_air: bool = False) -> None:
-    """The sliding-window options; skip_air=True adds --skip-air (commands whose input shows the body)."""
-    group = parser.add_argument_group("sliding window (memory and speed)")
-    group.add_argument("--window", type=int, default=None, help="window edge in voxels (default: the model's)")
-    group.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
-    group.add_argument(
-        "--window-batch", type=int, default=None,
-        help="windows per network call (default: as many as keep the estimated network peak under 1 GiB, at most 4)",
-    )
-    group.add_argument(
-        "--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-        help="network arithmetic: fp32 (default), bf16 (about 2x faster on recent CPUs, ~1%% error), fp16 (CUDA)",
-    )
-    group.add_argument(
-        "--threads", type=int, default=None,
-        help="CPU threads for the network (default: torch's, one per core); fewer leaves cores to other work",
-    )
-    if skip_air:
-        group.add_argument(
-            "--skip-air", action="store_true",
-            help="do not run the network on windows wholly outside the body (found by thresholding the input "
-                 "at -500 HU); the clean image there is taken to be air (-1000 HU). Faster when air surrounds "
-                 "the body; changes the result slightly in the air only (default off)",
-        )
-
-
-def window_config(args: argparse.Namespace) -> WindowConfig:
-    try:
-        return WindowConfig(
-            size=args.window, overlap=args.overlap, batch=args.window_batch, precision=args.precision,
-        )
-    except ValueError as exc:
-        raise InputError(str(exc)) from exc
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """--threads: torch's CPU threads for the network (set by cli.main before the command runs)."""
+    if "threads" not in {a.dest for a in parser._actions}:
+        THREADS.add_to(parser, "threads")
 
 
 def triple(kind):

@@ -299,3 +299,11 @@ def _is_card(path: Path) -> bool:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
     return isinstance(data, dict) and data.get("format") == CARD_FORMAT
+
+
+def trained_superres_factor(model: str | os.PathLike, default: int = 5) -> int:
+    """The slab thickness (in working-grid slices) a super-resolution ControlNet was fine-tuned on, from
+    the training config in its card's provenance; `default` (the paper's 5) when the card does not say."""
+    config = read_card(find_model(model)).provenance.get("config") or {}
+    factor = (config.get("data") or {}).get("lowres_factor")
+    return int(factor) if isinstance(factor, int) and factor >= 2 else default

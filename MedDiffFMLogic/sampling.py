@@ -29,35 +29,11 @@ import torch.nn.functional as F
 from .errors import InputError, ResourceError
 from .network import coordinate_grid, whole_volume_axes
 from .progress import SILENT, Progress
+from .settings.windows import WindowConfig  # noqa: F401 (declared with the other settings; imported from here too)
 
 
 # Network arithmetic per precision name (None: float32, no autocast).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class WindowConfig:
-    """How the volume is tiled: window edge (None: the model's training window), overlap fraction,
-    windows evaluated per network call (None: `auto_window_batch`), the Gaussian blending width
-    relative to the window, and the precision of the network's arithmetic: "fp32" (default), "bf16"
-    (autocast; about 2x faster on CPUs with AMX or AVX512-BF16, about 1% relative error in eps), or
-    "fp16" (CUDA only). Blending and the sampler's update stay in float32 whatever the precision."""
-
-    size: int | None = None
-    overlap: float = 0.25
-    batch: int | None = None
-    sigma_scale: float = 0.125
-    precision: str = "fp32"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.overlap < 1.0:
-            raise ValueError("overlap must lie in [0, 1)")
-        if self.batch is not None and self.batch < 1:
-            raise ValueError("windows per batch must be at least 1")
-        if self.size is not None and self.size < 1:
-            raise ValueError("window size must be positive")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
 
 
 @dataclass(frozen=True)

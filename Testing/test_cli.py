@@ -132,3 +132,47 @@ def test_a_progress_note_is_a_json_line_without_steps_or_a_line_of_text(capsys):
     assert capsys.readouterr().err == "windows: 53 of 75 windows per step need the network\n"
     Progress("none").note("windows", "ignored")
     assert capsys.readouterr() == ("", "")
+
+
+# ------------------------------------------------------------------------------------------- declarations
+
+
+def test_the_command_line_and_the_settings_declarations_import_no_torch():
+    """The Slicer module reads the declarations and must never import torch; --help needs none either."""
+    code = ("import sys\n"
+            "import MedDiffFMLogic.settings.commands\n"
+            "from MedDiffFMLogic.cli import build_parser\n"
+            "build_parser().format_help()\n"
+            "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_command_line_default_is_its_configs():
+    """Each setting is declared once: the parser's default and help come from the config's field."""
+    import dataclasses
+
+    from MedDiffFMLogic.cli import build_parser
+    from MedDiffFMLogic.settings import declared
+    from MedDiffFMLogic.settings.commands import COMMANDS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for command in COMMANDS:
+        actions = {a.dest: a for a in sub[command.name]._actions}
+        for name, setting in declared(command.config):
+            action = actions[setting.dest_for(name)]
+            assert action.help == setting.help and action.default == setting.default, (command.name, name)
+        for f in dataclasses.fields(command.config):
+            if "setting" in f.metadata:
+                assert f.default == f.metadata["setting"].default, (command.name, f.name)
+    denoise = {a.dest: a for a in sub["denoise"]._actions}["noise_level"]
+    assert denoise.default is None and "estimated from the image" in denoise.help
+
+
+def test_the_declarations_name_what_the_engine_accepts():
+    from MedDiffFMLogic.device import DEVICE_CHOICES
+    from MedDiffFMLogic.sampling import PRECISIONS
+    from MedDiffFMLogic.settings.common import DEVICES
+    from MedDiffFMLogic.settings.windows import PRECISION_NAMES
+
+    assert DEVICES == DEVICE_CHOICES and PRECISION_NAMES == tuple(PRECISIONS)

@@ -46,8 +46,6 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from scipy import ndimage
-from scipy.stats import rankdata
-from skimage.metrics import structural_similarity
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,14 +53,15 @@ sys.path.insert(0, str(ROOT))
 from MedDiffFMLogic import ctio  # noqa: E402
 from MedDiffFMLogic.algorithms import estimate_noise_hu  # noqa: E402
 from MedDiffFMLogic.anatomy import ANATOMY_CLASSES, label_index  # noqa: E402
-from MedDiffFMLogic.modelfiles import find_model, read_card  # noqa: E402
+from MedDiffFMLogic.controls import slab_average  # noqa: E402
+from MedDiffFMLogic.metrics import auroc, dice, mean, plain, psnr, ssim, window  # noqa: E402
+from MedDiffFMLogic.modelfiles import find_model, read_card, trained_superres_factor  # noqa: E402
 from MedDiffFMLogic.phantoms import LESION_MODELS, PhantomConfig, make_phantom, simulate_low_dose  # noqa: E402
 from MedDiffFMLogic.progress import Progress  # noqa: E402
 from MedDiffFMLogic.regions import HU_WINDOWS  # noqa: E402
 from MedDiffFMLogic.sampling import WindowConfig, window_starts  # noqa: E402
 from MedDiffFMLogic.tasks import anomaly, denoise, inpaint, lesion, superres, synthesize  # noqa: E402
 from MedDiffFMLogic.tasks.common import DEFAULT_LESION, DEFAULT_MODEL, DEFAULT_SUPERRES, load_model  # noqa: E402
-from MedDiffFMLogic.tasks.demo import slab_average, trained_superres_factor  # noqa: E402
 from MedDiffFMLogic.training.config import HELD_OUT_SEED_START  # noqa: E402
 
 TUNE_SEED = HELD_OUT_SEED_START
@@ -113,43 +112,7 @@ QUICK = Plan(
 # ------------------------------------------------------------------------------------------- metrics
 
 
-def window(hu: np.ndarray, region: str) -> np.ndarray:
-    low, high = HU_WINDOWS[region]
-    return np.clip(hu, low, high).astype(np.float64)
-
-
-def psnr(a: np.ndarray, truth: np.ndarray, where: np.ndarray, region: str) -> float:
-    low, high = HU_WINDOWS[region]
-    mse = np.mean((window(a, region)[where] - window(truth, region)[where]) ** 2)
-    return float(10.0 * np.log10((high - low) ** 2 / max(mse, 1e-12)))
-
-
-def ssim(a: np.ndarray, truth: np.ndarray, where: np.ndarray, region: str) -> float:
-    """Mean of the axial 2D SSIM maps over the voxels in `where`."""
-    low, high = HU_WINDOWS[region]
-    x, y = window(a, region), window(truth, region)
-    maps = np.stack([structural_similarity(x[k], y[k], data_range=high - low, full=True)[1] for k in range(len(x))])
-    return float(maps[where].mean())
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with mid-ranks for ties)."""
-    labels = labels.astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum() + b.sum())
-    return float(2.0 * (a & b).sum() / total) if total else 1.0
-
-
-def mean(values) -> float:
-    values = [v for v in values if v is not None and np.isfinite(v)]
-    return float(np.mean(values)) if values else float("nan")
+# window, psnr, ssim, auroc, dice, mean: MedDiffFMLogic.metrics (the demo reports the same figures).
 
 
 # ------------------------------------------------------------------------------------------- phantoms
@@ -505,7 +468,7 @@ def bench_synthesize(plan: Plan, model, figures: Path, tmp: Path, log) -> dict:
                                                                  model=model.name, steps=plan.synthesize_steps, seed=seed),
                                     tmp / f"synth_{region}_{i}.nrrd")
             # The model sees the region's window only: the phantom is compared through the same window.
-            x, clean, labels = arr(ctio.read_ct(result["image"])), window(arr(p.image), region), arr(p.labels)
+            x, clean, labels = arr(ctio.read_ct(result["image"], check_hu=False)), window(arr(p.image), region), arr(p.labels)
             for group, names in ORGAN_GROUPS.items():
                 where = np.isin(labels, [label_index(n) for n in names])
                 eroded = ndimage.binary_erosion(where)
@@ -636,7 +599,7 @@ def main(argv=None) -> int:
 
 
 def _write(out: Path, document: dict, merge: bool) -> str:
-    document = json.loads(json.dumps(document, default=_plain))
+    document = json.loads(json.dumps(document, default=plain))
     previous = out / "quality.json"
     if merge and previous.exists():
         merged = json.loads(previous.read_text())
@@ -655,13 +618,6 @@ def _write(out: Path, document: dict, merge: bool) -> str:
     tmp.replace(previous)
     return text
 
-
-def _plain(value):
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(type(value).__name__)
 
 
 if __name__ == "__main__":

@@ -239,7 +239,8 @@ def prepare(task: str, size_xyz: tuple[int, int, int], folder: Path) -> tuple[di
     from scipy import ndimage
 
     from MedDiffFMLogic.phantoms import simulate_low_dose
-    from MedDiffFMLogic.tasks.demo import slab_average, trained_superres_factor
+    from MedDiffFMLogic.controls import slab_average
+    from MedDiffFMLogic.modelfiles import trained_superres_factor
 
     spacing = (WORKING_MM,) * 3
     files: dict[str, str] = {}

@@ -24,7 +24,7 @@ pretrained model denoise it back into a pseudo-healthy image, and take the resid
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
@@ -34,33 +34,11 @@ from .. import ctio
 from ..algorithms import reconstruct
 from ..errors import InputError
 from ..progress import SILENT, Progress
+from ..settings.anomaly import PAPER_T_START, AnomalyConfig  # noqa: F401 (the task's config, declared with its settings)
 from ..regions import HU_WINDOWS, check_region
-from ..sampling import WindowConfig
-from .common import DEFAULT_MODEL, LoadedModel, add_model_options, check_outputs, check_positive, load_model
+from .common import LoadedModel, check_outputs, check_positive, load_model
 from .prepare import prepare_task
-from .masks import parse_labels, read_roi
-
-PAPER_T_START = 950
-
-
-@dataclass(frozen=True)
-class AnomalyConfig:
-    region: str = "chest"
-    t_start: int = PAPER_T_START  # diffuse to this timestep (paper: 950)
-    steps: int = 25  # DDIM steps from t_start back to 0
-    seeds: int = 1  # reconstructions averaged (seeds seed, seed + 1, ...)
-    threshold: float | None = None  # HU on the map; None: median + k_mad * 1.4826 * MAD inside the ROI
-    k_mad: float = 6.0
-    smooth_mm: float = 2.0  # Gaussian sigma of the map in mm (0: none)
-    roi: str | None = None  # label map restricting the map (any grid overlapping the image)
-    roi_labels: tuple[int, ...] | None = None  # which labels of the ROI map (None: every non-zero label)
-    anatomy: str | None = None  # organ label map (anatomy condition)
-    skip_air: bool = False  # do not run the network on windows wholly outside the body (reconstructed as air)
-    model: str = DEFAULT_MODEL
-    windows: WindowConfig = field(default_factory=WindowConfig)
-    seed: int = 0
-    device: str = "auto"
-
+from .masks import read_roi
 
 @dataclass
 class AnomalyResult:
@@ -143,49 +121,3 @@ def run(config: AnomalyConfig, input: str | os.PathLike, output: str | os.PathLi
         written["healthy"] = str(ctio.write_image(result.healthy, healthy_out))
     progress.step(1)
     return written
-
-
-def add_command(subparsers) -> None:
-    from ..cli_args import add_common, add_windows
-
-    p = subparsers.add_parser("anomaly", help="zero-shot anomaly map: residual against a pseudo-healthy reconstruction")
-    p.add_argument("input", help="the CT (file or DICOM folder); never modified")
-    p.add_argument("-o", "--output", required=True, help="anomaly map in HU (float, input's grid)")
-    p.add_argument("--mask-out", help="also write the thresholded map (uint8, input's grid)")
-    p.add_argument("--healthy-out", help="also write the pseudo-healthy reconstruction (HU, input's grid)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="HU threshold for --mask-out (default: median + 6 x 1.4826 x MAD of the map in the ROI)")
-    p.add_argument("--roi", help="label map restricting the map (e.g. an organ segmentation; any grid overlapping the CT), "
-                   "or labels of the --anatomy map (numbers or TotalSegmentator names, comma separated)")
-    p.add_argument("--roi-labels", help="labels of --roi to use: numbers or TotalSegmentator names, comma separated "
-                   "(default: every non-zero label)")
-    add_model_options(p)
-    p.add_argument("--t-start", type=int, default=PAPER_T_START, help=f"diffuse to this timestep (default {PAPER_T_START}, the paper's)")
-    p.add_argument("--steps", type=int, default=AnomalyConfig.steps, help=f"DDIM steps back to 0 (default {AnomalyConfig.steps})")
-    p.add_argument("--seeds", type=int, default=1, help="reconstructions to average (default 1)")
-    p.add_argument("--smooth", type=float, default=AnomalyConfig.smooth_mm, help="Gaussian smoothing of the map in mm (default 2)")
-    add_windows(p, skip_air=True)
-    add_common(p)
-    p.set_defaults(run=_run_from_args)
-
-
-def _run_from_args(args, progress: Progress) -> dict[str, str]:
-    from ..cli_args import window_config
-
-    if args.roi_labels is not None and args.roi is None:
-        raise InputError("--roi-labels needs --roi, the label map they refer to")
-    roi, labels = args.roi, parse_labels(args.roi_labels)
-    if roi is not None and not os.path.exists(roi):
-        # `--roi liver` or `--roi 5,6`: labels of the organ map given with --anatomy.
-        if args.anatomy is None:
-            raise InputError(
-                f"--roi {roi}: no such file; give a label-map file, or label names or numbers together with "
-                "--anatomy (the organ label map they refer to)"
-            )
-        roi, labels = args.anatomy, parse_labels(roi)
-    config = AnomalyConfig(
-        region=args.region, t_start=args.t_start, steps=args.steps, seeds=args.seeds, threshold=args.threshold,
-        smooth_mm=args.smooth, roi=roi, roi_labels=tuple(labels) if labels else None, anatomy=args.anatomy,
-        skip_air=args.skip_air, model=args.model, windows=window_config(args), seed=args.seed, device=args.device,
-    )
-    return run(config, args.input, args.output, args.mask_out, args.healthy_out, progress)

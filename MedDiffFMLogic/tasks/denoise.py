@@ -28,7 +28,7 @@ than 3 noise standard deviations (air in the abdomen window), the output keeps t
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
@@ -37,28 +37,12 @@ from .. import ctio
 from ..algorithms import denoise_data_step, diffpir, diffpir_start, estimate_noise_hu
 from ..errors import InputError
 from ..progress import SILENT, Progress
+from ..settings.denoise import DenoiseConfig  # noqa: F401 (the task's config, declared with its settings)
 from ..regions import HU_WINDOWS, check_region, hu_per_unit
-from ..sampling import WindowConfig, make_generator, spaced_timesteps
+from ..sampling import make_generator, spaced_timesteps
 from ..schedules import timestep_for_noise_level
-from .common import DEFAULT_MODEL, LoadedModel, add_model_options, check_outputs, check_positive, load_model
+from .common import LoadedModel, check_outputs, check_positive, load_model
 from .prepare import prepare_task
-
-
-@dataclass(frozen=True)
-class DenoiseConfig:
-    region: str = "chest"
-    noise_level: float | None = None  # HU, standard deviation of the input's noise; None: estimated
-    strength: float = 1.0  # multiplies the noise level
-    steps: int = 10  # DiffPIR steps from t* down to 0 (at most t* + 1)
-    lam: float = 10.0  # DiffPIR's lambda (paper: 10)
-    zeta: float = 0.0  # DiffPIR's zeta: 0 deterministic, 1 fresh noise at every step
-    keep_detail: bool = True  # add back thresholded sub-working-grid detail (resampled runs only)
-    skip_air: bool = False  # do not run the network on windows wholly outside the body (air estimated as air)
-    anatomy: str | None = None  # organ label map (anatomy condition), any grid
-    model: str = DEFAULT_MODEL
-    windows: WindowConfig = field(default_factory=WindowConfig)
-    seed: int = 0
-    device: str = "auto"
 
 
 @dataclass
@@ -76,6 +60,8 @@ def denoise_image(image: sitk.Image, config: DenoiseConfig, model: LoadedModel,
     """The denoised image on the input's exact grid, and what was done."""
     check_region(config.region)
     check_positive(steps=config.steps)
+    if not 0.0 <= config.zeta <= 1.0:
+        raise InputError(f"--zeta must lie in [0, 1], got {config.zeta}")
     if not config.strength > 0:
         raise InputError(f"--strength must be positive, got {config.strength}")
     if config.noise_level is not None and not config.noise_level > 0:
@@ -161,35 +147,3 @@ def run(config: DenoiseConfig, input: str | os.PathLike, output: str | os.PathLi
     path = ctio.write_image(result, output)
     progress.step(1)
     return {"image": str(path)}
-
-
-def add_command(subparsers) -> None:
-    from ..cli_args import add_common, add_windows
-
-    p = subparsers.add_parser("denoise", help="zero-shot denoising (DiffPIR) of a CT")
-    p.add_argument("input", help="the CT to denoise (file or DICOM folder); never modified")
-    p.add_argument("-o", "--output", required=True, help="denoised CT (on the input's grid)")
-    add_model_options(p)
-    p.add_argument("--noise-level", type=float, default=None,
-                   help="noise standard deviation of the input in HU (default: estimated from the image)")
-    p.add_argument("--strength", type=float, default=1.0,
-                   help="multiplies the noise level: >1 smooths more, <1 less (default 1)")
-    p.add_argument("--steps", type=int, default=DenoiseConfig.steps, help=f"DiffPIR steps (default {DenoiseConfig.steps})")
-    p.add_argument("--lam", type=float, default=DenoiseConfig.lam, help="DiffPIR lambda (default 10, the paper's)")
-    p.add_argument("--zeta", type=float, default=DenoiseConfig.zeta, help="DiffPIR zeta in [0, 1] (default 0)")
-    add_windows(p, skip_air=True)
-    add_common(p)
-    p.set_defaults(run=_run_from_args)
-
-
-def _run_from_args(args, progress: Progress) -> dict[str, str]:
-    from ..cli_args import window_config
-
-    if not 0.0 <= args.zeta <= 1.0:
-        raise InputError(f"--zeta must lie in [0, 1], got {args.zeta}")
-    config = DenoiseConfig(
-        region=args.region, noise_level=args.noise_level, strength=args.strength, steps=args.steps, lam=args.lam,
-        zeta=args.zeta, skip_air=args.skip_air, anatomy=args.anatomy, model=args.model, windows=window_config(args), seed=args.seed,
-        device=args.device,
-    )
-    return run(config, args.input, args.output, progress)

@@ -29,37 +29,20 @@ How the result is composed:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
 
 from .. import ctio
 from ..algorithms import repaint, repaint_timesteps
-from ..errors import InputError
 from ..progress import SILENT, Progress
+from ..settings.inpaint import InpaintConfig  # noqa: F401 (the task's config, declared with its settings)
 from ..controls import lesion_control
 from ..regions import check_region
 from ..sampling import WindowConfig, make_generator
-from .common import DEFAULT_MODEL, LoadedModel, add_model_options, check_outputs, check_positive, load_model, require_controlnet
+from .common import LoadedModel, check_outputs, check_positive, load_model, require_controlnet
 from .prepare import mask_on_grid, prepare_task
 from .masks import read_mask
-
-
-@dataclass(frozen=True)
-class InpaintConfig:
-    region: str = "chest"
-    label: int | None = None  # the mask's label to use (None: its single non-zero label)
-    steps: int = 25  # descending steps of the base schedule
-    jump_length: int = 5  # RePaint's j
-    resamplings: int = 2  # RePaint's r (1: no resampling)
-    eta: float = 1.0
-    controlnet: str | None = None  # a lesion ControlNet: inpaint a lesion instead of healthy tissue
-    anatomy: str | None = None
-    model: str = DEFAULT_MODEL
-    windows: WindowConfig = field(default_factory=WindowConfig)
-    seed: int = 0
-    device: str = "auto"
 
 
 def regenerate(
@@ -144,38 +127,3 @@ def run(config: InpaintConfig, input: str | os.PathLike, mask: str | os.PathLike
     if change_mask is not None:
         outputs["change_mask"] = str(ctio.write_image(ctio.from_array(region_mask.astype(np.uint8), image), change_mask))
     return outputs
-
-
-def add_repaint_options(p, defaults) -> None:
-    group = p.add_argument_group("RePaint sampling")
-    group.add_argument("--steps", type=int, default=defaults.steps, help=f"descending steps (default {defaults.steps})")
-    group.add_argument("--jump-length", type=int, default=defaults.jump_length, help=f"RePaint jump length j (default {defaults.jump_length})")
-    group.add_argument("--resamplings", type=int, default=defaults.resamplings, help=f"RePaint resamplings r (default {defaults.resamplings})")
-
-
-def add_command(subparsers) -> None:
-    from ..cli_args import add_common, add_windows
-
-    p = subparsers.add_parser("inpaint", help="redraw a masked region (lesion removal, or lesion inpainting with a ControlNet)")
-    p.add_argument("input", help="the CT (file or DICOM folder); never modified")
-    p.add_argument("--mask", required=True, help="label map of the region to redraw (any grid overlapping the CT)")
-    p.add_argument("--label", type=int, default=None, help="the mask's label to use (default: its only non-zero label)")
-    p.add_argument("-o", "--output", required=True, help="the CT with the region redrawn (input's grid)")
-    p.add_argument("--change-mask", help="also write the voxels that were allowed to change (uint8, input's grid)")
-    add_model_options(p)
-    p.add_argument("--controlnet", default=None, help="a lesion ControlNet: inpaint a lesion instead of healthy tissue")
-    add_repaint_options(p, InpaintConfig)
-    add_windows(p)
-    add_common(p)
-    p.set_defaults(run=_run_from_args)
-
-
-def _run_from_args(args, progress: Progress) -> dict[str, str]:
-    from ..cli_args import window_config
-
-    config = InpaintConfig(
-        region=args.region, label=args.label, steps=args.steps, jump_length=args.jump_length,
-        resamplings=args.resamplings, controlnet=args.controlnet, anatomy=args.anatomy, model=args.model,
-        windows=window_config(args), seed=args.seed, device=args.device,
-    )
-    return run(config, args.input, args.mask, args.output, args.change_mask, progress)

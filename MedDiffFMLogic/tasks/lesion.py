@@ -15,7 +15,6 @@ the scan by the base model steered by the lesion ControlNet, with RePaint keepin
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
@@ -24,30 +23,10 @@ from scipy import ndimage
 from .. import ctio
 from ..errors import InputError
 from ..progress import SILENT, Progress
-from ..sampling import WindowConfig
-from .common import (
-    DEFAULT_LESION, DEFAULT_MODEL, LoadedModel, add_model_options, check_outputs, load_model,
-    require_controlnet,
-)
-from .inpaint import add_repaint_options, compose, input_pixel_id, regenerate
+from ..settings.lesion import LesionConfig  # noqa: F401 (the task's config, declared with its settings)
+from .common import LoadedModel, check_outputs, load_model, require_controlnet
+from .inpaint import compose, input_pixel_id, regenerate
 from .masks import read_mask
-
-
-@dataclass(frozen=True)
-class LesionConfig:
-    region: str = "chest"
-    label: int | None = None  # the mask's label to use (None: its single non-zero label)
-    margin_mm: float = 3.0  # how far around the mask the image may change
-    steps: int = 25
-    jump_length: int = 5
-    resamplings: int = 2
-    eta: float = 1.0
-    controlnet: str = DEFAULT_LESION
-    anatomy: str | None = None
-    model: str = DEFAULT_MODEL
-    windows: WindowConfig = field(default_factory=WindowConfig)
-    seed: int = 0
-    device: str = "auto"
 
 
 def grow(mask: np.ndarray, spacing_xyz, margin_mm: float) -> np.ndarray:
@@ -87,33 +66,3 @@ def run(config: LesionConfig, input: str | os.PathLike, mask: str | os.PathLike,
     if change_mask is not None:
         written["change_mask"] = str(ctio.write_image(ctio.from_array(changed.astype(np.uint8), image), change_mask))
     return written
-
-
-def add_command(subparsers) -> None:
-    from ..cli_args import add_common, add_windows
-
-    p = subparsers.add_parser("lesion", help="draw a synthetic lesion shaped by a mask (lesion ControlNet + RePaint)")
-    p.add_argument("input", help="the CT (file or DICOM folder); never modified")
-    p.add_argument("--mask", required=True, help="label map of the lesion to draw (any grid overlapping the CT)")
-    p.add_argument("--label", type=int, default=None, help="the mask's label to use (default: its only non-zero label)")
-    p.add_argument("-o", "--output", required=True, help="the CT with the lesion (input's grid)")
-    p.add_argument("--change-mask", help="also write the voxels that were allowed to change (uint8, input's grid)")
-    p.add_argument("--margin", type=float, default=LesionConfig.margin_mm,
-                   help=f"mm around the mask that may blend; farther voxels are kept bit for bit (default {LesionConfig.margin_mm})")
-    add_model_options(p)
-    p.add_argument("--controlnet", default=DEFAULT_LESION, help=f"lesion ControlNet name or card (default {DEFAULT_LESION})")
-    add_repaint_options(p, LesionConfig)
-    add_windows(p)
-    add_common(p)
-    p.set_defaults(run=_run_from_args)
-
-
-def _run_from_args(args, progress: Progress) -> dict[str, str]:
-    from ..cli_args import window_config
-
-    config = LesionConfig(
-        region=args.region, label=args.label, margin_mm=args.margin, steps=args.steps, jump_length=args.jump_length,
-        resamplings=args.resamplings, controlnet=args.controlnet, anatomy=args.anatomy, model=args.model,
-        windows=window_config(args), seed=args.seed, device=args.device,
-    )
-    return run(config, args.input, args.mask, args.output, args.change_mask, progress)

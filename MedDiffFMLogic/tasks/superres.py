@@ -33,7 +33,6 @@ finer than the working grid) and only the split of each slab into thin slices co
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
@@ -43,37 +42,13 @@ from .. import ctio
 from ..algorithms import SliceAverage, diffpir
 from ..errors import InputError
 from ..progress import SILENT, Progress
+from ..settings.superres import SuperresConfig, PAPER_FACTOR  # noqa: F401 (the task's config, declared with its settings)
 from ..controls import superres_control
 from ..grids import close_spacing, slab_grid, thick_slices_grid
 from ..regions import check_region
-from ..sampling import WindowConfig, make_generator, spaced_timesteps
-from .common import (
-    DEFAULT_MODEL, DEFAULT_SUPERRES, LoadedModel, add_model_options, check_outputs, check_positive, load_model,
-    require_controlnet,
-)
+from ..sampling import make_generator, spaced_timesteps
+from .common import LoadedModel, check_outputs, check_positive, load_model, require_controlnet
 from .prepare import prepare_task
-
-PAPER_FACTOR = 5.0
-
-
-@dataclass(frozen=True)
-class SuperresConfig:
-    region: str = "chest"
-    factor: float | None = PAPER_FACTOR  # thin slices per thick slice (paper: 5)
-    spacing: float | None = None  # target slice spacing in mm; overrides factor
-    steps: int = 50  # DiffPIR steps from T - 1 (paper: 100)
-    sigma_n: float = 1.0  # DiffPIR's sigma_n in [-1, 1] units (paper: 1.0)
-    lam: float = 1.0  # DiffPIR's lambda (paper: 1)
-    zeta: float = 0.0
-    consistency: bool = True  # make every thick slab's average equal the input exactly
-    skip_air: bool = False  # do not run the network on windows wholly outside the body (air estimated as air)
-    controlnet: str = DEFAULT_SUPERRES
-    anatomy: str | None = None  # organ label map on the output's (or any overlapping) grid
-    model: str = DEFAULT_MODEL
-    windows: WindowConfig = field(default_factory=WindowConfig)
-    seed: int = 0
-    device: str = "auto"
-
 
 def output_grid(image: sitk.Image, factor: float | None = PAPER_FACTOR, spacing: float | None = None) -> sitk.Image:
     """The super-resolved grid of `image` (see the module's docstring)."""
@@ -159,37 +134,3 @@ def run(config: SuperresConfig, input: str | os.PathLike, output: str | os.PathL
     model = load_model(config.model, config.device, config.controlnet, estimator=estimator)
     result = super_resolve(image, config, model, progress)
     return {"image": str(ctio.write_image(result, output))}
-
-
-def add_command(subparsers) -> None:
-    from ..cli_args import add_common, add_windows
-
-    p = subparsers.add_parser("superres", help="through-plane super-resolution: thin slices from thick ones (ControlNet)")
-    p.add_argument("input", help="the thick-slice CT (file or DICOM folder); never modified")
-    p.add_argument("-o", "--output", required=True, help="the thin-slice CT (same in-plane grid and extent)")
-    target = p.add_mutually_exclusive_group()
-    target.add_argument("--factor", type=float, default=None, help="thin slices per thick slice (default 5, the paper's)")
-    target.add_argument("--spacing", type=float, default=None, help="target slice spacing in mm (instead of --factor)")
-    add_model_options(p, anatomy_help="organ label map (optional condition; any grid overlapping the CT)")
-    p.add_argument("--steps", type=int, default=SuperresConfig.steps, help=f"DiffPIR steps (default {SuperresConfig.steps}; paper 100)")
-    p.add_argument("--lam", type=float, default=SuperresConfig.lam, help="DiffPIR lambda (default 1, the paper's)")
-    p.add_argument("--sigma-n", type=float, default=SuperresConfig.sigma_n, help="DiffPIR sigma_n in [-1, 1] units (default 1, the paper's)")
-    p.add_argument("--zeta", type=float, default=SuperresConfig.zeta, help="DiffPIR zeta in [0, 1] (default 0)")
-    p.add_argument("--no-consistency", action="store_true", help="do not force each thick slab's average to the input")
-    p.add_argument("--controlnet", default=DEFAULT_SUPERRES, help=f"super-resolution ControlNet (default {DEFAULT_SUPERRES})")
-    add_windows(p, skip_air=True)
-    add_common(p)
-    p.set_defaults(run=_run_from_args)
-
-
-def _run_from_args(args, progress: Progress) -> dict[str, str]:
-    from ..cli_args import window_config
-
-    config = SuperresConfig(
-        region=args.region, factor=PAPER_FACTOR if args.factor is None else args.factor, spacing=args.spacing,
-        steps=args.steps, sigma_n=args.sigma_n, lam=args.lam, zeta=args.zeta, consistency=not args.no_consistency,
-        skip_air=args.skip_air,
-        controlnet=args.controlnet, anatomy=args.anatomy, model=args.model, windows=window_config(args),
-        seed=args.seed, device=args.device,
-    )
-    return run(config, args.input, args.output, progress)
