@@ -131,7 +131,10 @@ def test_train_and_finetune_commands(tmp_path, cache, tiny_model_card, capsys):
     bad.write_text(json.dumps({**json.loads(TINY.read_text()), "learning_rate": 1}))
     assert main(["train", "--config", str(bad), "--output", str(tmp_path / "x")]) == 1
     assert "unknown config keys: learning_rate" in capsys.readouterr().err
-    assert main(["finetune", "--task", "lesion", "--base", "no-such-model", "--config", "tiny",
+    lesion = tmp_path / "lesion.json"
+    lesion.write_text(json.dumps({**json.loads(TINY.read_text()), "task": "lesion", "base_model": "x",
+                                  "name": "tiny-lesion"}))
+    assert main(["finetune", "--task", "lesion", "--base", "no-such-model", "--config", str(lesion),
                  "--output", str(tmp_path / "y"), "--cache-dir", cache]) == 1
     assert "no model named 'no-such-model'" in capsys.readouterr().err
     assert main(["train", "--config", "no-such-config"]) == 1

@@ -2,7 +2,8 @@
 files, everything else (step, optimizer hyper-parameters, gradient-scaler state, config) in JSON.
 
 Layout: <output>/checkpoints/step-000123/{weights,ema,optimizer}.safetensors + state.json. A checkpoint
-is written to a temporary folder and renamed into place, so a crash never leaves half of one.
+is written to a temporary folder, flushed to disk and renamed into place, so neither a crash nor a power
+cut leaves half of one under a checkpoint's name.
 """
 
 from __future__ import annotations
@@ -46,6 +47,20 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
+def _sync(path: Path) -> None:
+    """Flush a file or folder entry to disk (a rename is durable only once both are)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # e.g. folders cannot be opened on Windows; the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(folder: Path, step: int, weights: dict[str, torch.Tensor], ema: dict[str, torch.Tensor],
                     optimizer: torch.optim.Optimizer, extra: dict[str, Any], keep: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
@@ -61,9 +76,12 @@ def save_checkpoint(folder: Path, step: int, weights: dict[str, torch.Tensor], e
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     state = {"format": FORMAT, "step": step, "optimizer": opt_rest, **extra}
     (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+    for path in (*tmp.iterdir(), tmp):
+        _sync(path)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _sync(folder)
     for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -31,22 +31,40 @@ def _command_line() -> str:
     return "meddifffm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def _check_finetune_config(path: Path, task: str) -> None:
+    """A ControlNet is trained from a ControlNet config: one whose task is this task (its name, steps
+    and learning rate are a ControlNet's, not a base model's)."""
+    from .config import read_config_file
+
+    given = read_config_file(path).get("task")
+    if given is None:
+        shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json") if "superres" in p.stem or "lesion" in p.stem))
+        raise InputError(
+            f"{path} is a pretraining config (it has no \"task\"), not a ControlNet's: fine-tune with a ControlNet "
+            f"config ({shipped}), or add \"task\": \"{task}\" and a \"name\" of the ControlNet's own to a copy of it"
+        )
+    if given != task:
+        raise InputError(f"{path} is a {given!r} ControlNet config, but --task is {task!r}; use a {task} config")
+
+
 def _run(args, progress, task: str | None):
     from .config import load_config
     from .trainer import Trainer
 
     path = resolve_config(args.config)
-    overrides = {"steps": args.steps, "data.manifest": args.manifest, "seed": args.seed,
-                 "data.cache_dir": args.cache_dir, "threads": args.threads}
     if task is not None:
-        overrides.update(task=task, base_model=args.base)
+        _check_finetune_config(path, task)
+    overrides = {"steps": args.steps, "data.manifest": args.manifest, "seed": args.seed,
+                 "data.cache_dir": args.cache_dir, "threads": args.threads, "name": args.name}
+    if task is not None:
+        overrides.update(base_model=args.base)
     config = load_config(path, **overrides)
     if task is None and config.task is not None:
         raise InputError(f"{path} is a fine-tuning config (task {config.task!r}); run `meddifffm finetune`")
     output = args.output or str(Path("runs") / config.name)
     trainer = Trainer(config, output, export_dir=args.export, command=_command_line(), config_file=str(path),
                       device=args.device, progress=progress)
-    return trainer.run(resume=args.resume)
+    return trainer.run(resume=args.resume, overwrite=args.overwrite)
 
 
 def _add_shared(p) -> None:
@@ -59,6 +77,9 @@ def _add_shared(p) -> None:
     p.add_argument("--export", help="folder for the exported model and its loss curve (default <output>/model)")
     p.add_argument("--steps", type=int, help="optimizer steps (overrides the config)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an output folder that holds a run (deletes its logs, checkpoints and model)")
+    p.add_argument("--name", help="the exported model's catalogue name (overrides the config's)")
     p.add_argument("--cache-dir", help="folder of preprocessed volumes (overrides the config)")
     p.add_argument("--threads", type=int, help="torch CPU threads (overrides the config)")
     add_common(p)

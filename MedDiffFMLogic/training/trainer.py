@@ -3,14 +3,23 @@
 - Objective: L1 between true and predicted noise (objective.py), t uniform, conditions dropped at random.
 - Optimiser: Adam at a constant learning rate, gradient accumulation over micro-batches, global
   gradient-norm clipping, EMA of the trained weights (the EMA weights are what gets exported).
-- Precision: fp32; bf16/fp16 autocast (with a gradient scaler for fp16) on CUDA when asked for.
+- Precision: chosen by what the hardware computes (device.training_precision): bf16 autocast on a CUDA
+  GPU with bf16 and on a CPU with AVX512-BF16 or AMX that measures faster in it, fp32 elsewhere (a CPU
+  without them emulates bf16, many times slower); fp16 with a gradient scaler on CUDA when asked for.
+- Speed on a CPU: one torch thread per core, channels-last-3d weights (oneDNN's faster layout for these
+  small-channel 3D convolutions), optionally torch.compile of the loss (fuses the normalisation and
+  activation kernels); samples, noise and condition dropout are built ahead of the step by DataLoader
+  workers when num_workers > 0. benchmarks/train_speed.py measures each against the earlier step.
 - Distributed: under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel (nccl on
   CUDA, gloo on the CPU); gradients are averaged across processes, synchronised once per optimizer
   step (no_sync on the other micro-batches). Every process draws its own samples from the shared
   deterministic stream (data.TrainingData), as DistributedSampler would. Only rank 0 writes files.
 - Exact resume: checkpoints hold the trained and EMA weights and the optimizer state (safetensors)
   plus the step (JSON); every sample's data, noise and timestep depend only on (seed, sample index),
-  so a resumed run repeats the uninterrupted run's losses.
+  so a resumed run repeats the uninterrupted run's losses (same threads, precision and compile setting).
+- Interruption: checkpoints every `checkpoint_every` steps and every `checkpoint_minutes` of wall time;
+  SIGINT or SIGTERM lets the current step finish, saves a checkpoint and stops (a second signal stops
+  at once); a run folder that holds a run is never silently started over.
 - Fine-tuning: the base model is loaded through the catalogue and frozen; a ControlNet made from it
   (zero output convolutions) is trained on the task's control volume (data.py builds it with the
   tasks' conventions).
@@ -22,11 +31,16 @@ import contextlib
 import copy
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
 import platform
+import shutil
+import signal
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +51,10 @@ import torch.utils.data
 from torch.nn.parallel import DistributedDataParallel
 
 from ..controlnet import ControlledDenoiser, ControlNetConfig, MedDiffFMControlNet
-from ..device import resolve_device
-from ..errors import InputError
+from ..device import resolve_device, training_precision
+from ..errors import InputError, Interrupted
 from ..figures import pyplot, save_figure
-from ..modelfiles import DEMO_LICENCE, find_model, load_network, save_model
+from ..modelfiles import BUNDLED_DIR, DEMO_LICENCE, find_model, load_network, save_model
 from ..network import MedDiffFMNet
 from ..progress import SILENT, Progress
 from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig, make_generator, sample, spaced_timesteps
@@ -49,7 +63,7 @@ from .checkpoint import list_checkpoints, load_checkpoint, restore_optimizer, sa
 from .config import TrainConfig
 from .data import Sample, TrainingData, collate
 from .manifest import read_manifest
-from .objective import apply_dropout, epsilon_loss
+from .objective import Batch, apply_dropout, epsilon_loss
 from .phantomset import make_phantom_set, phantom_set_id
 
 PHANTOM_USE = "Demonstration only, not for clinical use: trained on procedural phantoms, not on real CT."
@@ -57,6 +71,8 @@ REAL_DATA_USE = "Research only, not for clinical use."
 # Settings that shape the training trajectory: a resumed run must keep them.
 TRAJECTORY_KEYS = ("network", "data", "task", "base_model", "conditioning_channels", "batch_size", "accumulation",
                    "lr", "betas", "grad_clip", "ema_decay", "condition_dropout", "mixed_precision", "seed")
+# What a run folder holds once a run has started in it (the cache alone is not a run).
+RUN_FILES = ("losses.csv", "validation.csv", "config.json", "checkpoints", "samples", "model")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +103,50 @@ def draw_noise(seeds: list[int], shape: tuple[int, ...], timesteps: int, dropout
     return torch.stack(keeps), torch.cat(ts), torch.stack(noises)
 
 
+def prepare_batch(samples: list[tuple[Sample, int]], dropout: float, timesteps: int):
+    """A micro-batch ready for the network: (batch with conditions dropped, noise, timesteps). Runs in a
+    DataLoader worker when num_workers > 0, inline otherwise; the values depend only on the samples' seeds."""
+    batch = collate([s for s, _ in samples])
+    keep, ts, noise = draw_noise([seed for _, seed in samples], tuple(batch.image.shape[1:]), timesteps, dropout)
+    if dropout > 0:
+        batch = apply_dropout(batch, keep[:, 0], keep[:, 1], keep[:, 2])
+    return batch, noise, ts
+
+
+def _quiet_worker(_: int) -> None:
+    # Ctrl+C reaches the whole process group: the workers must live on while the main process finishes
+    # its step and saves a checkpoint (it ends them afterwards).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class StopSignals:
+    """While training: SIGINT or SIGTERM asks the loop to stop after the current step (which then saves a
+    checkpoint); a second signal stops at once. Handlers can only be set in the main thread; elsewhere
+    signals keep their usual effect."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # asked twice: stop now, without waiting for the step
+            signal.signal(signum, signal.SIG_IGN)
+            raise Interrupted(signum)
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, output: str | os.PathLike, *, export_dir: str | os.PathLike | None = None,
                  command: str | None = None, config_file: str | None = None, device: str = "auto",
@@ -95,6 +155,7 @@ class Trainer:
         self.config = config
         self.output = Path(output)
         self.export_dir = Path(export_dir) if export_dir else self.output / "model"
+        self.export_named = export_dir is not None  # the export folder was asked for by name
         self.command = command
         self.config_file = config_file
         self.device_choice = device
@@ -121,15 +182,30 @@ class Trainer:
         self._load_data()
         params = [p for p in self.trainable.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
-        self.amp_dtype = amp if (amp is not None and self.device.type == "cuda") else None
+        self.amp_dtype, self.precision_reason = training_precision(self.device, cfg.mixed_precision)
+        if cfg.mixed_precision in ("bf16", "fp16") and self.amp_dtype is None:
+            warnings.warn(f"mixed_precision {cfg.mixed_precision!r} is not used here: {self.precision_reason}")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.ddp = None
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        self._loss_fn = torch.compile(epsilon_loss) if cfg.compile else epsilon_loss
+        self._compiled_once = False
         self._ready = True
         return self
+
+    @property
+    def channels_last(self) -> bool:
+        on = self.config.channels_last
+        return self.device.type == "cpu" if on is None else bool(on)
+
+    def speed_settings(self) -> dict[str, Any]:
+        """How this run computes (for logs, checkpoints and the benchmark)."""
+        self.setup()
+        return {"device": self.device.type, "threads": torch.get_num_threads(), "precision": self.precision_reason,
+                "channels_last": self.channels_last, "compile": self.config.compile,
+                "data_workers": self.config.num_workers}
 
     def _init_device(self) -> torch.device:
         device = resolve_device(self.device_choice)
@@ -147,6 +223,8 @@ class Trainer:
         if cfg.task is None:
             self.base_card = None
             net = MedDiffFMNet(cfg.network).to(self.device)
+            if self.channels_last:
+                net = net.to(memory_format=torch.channels_last_3d)
             self.trainable = net
             self.model = net
             self.ema_trainable = copy.deepcopy(net).requires_grad_(False).eval()
@@ -154,6 +232,11 @@ class Trainer:
             return
         base, card = load_network(cfg.base_model, self.device)
         self.base_card, self.base_card_path = card, find_model(cfg.base_model)
+        if cfg.name == card.name:
+            raise InputError(
+                f"the ControlNet would be named {cfg.name!r}, the name of its base model, and one would hide the "
+                "other in the model catalogue; give it a name of its own (the config's \"name\", or --name)"
+            )
         if tuple(card.working_spacing) != tuple(float(s) for s in cfg.data.spacing):
             raise InputError(
                 f"data.spacing {list(cfg.data.spacing)} differs from the base model's working spacing "
@@ -164,6 +247,9 @@ class Trainer:
         base.requires_grad_(False).eval()
         control = MedDiffFMControlNet.from_base(base, ControlNetConfig(
             task=cfg.task, control_channels=1, conditioning_channels=cfg.conditioning_channels)).to(self.device)
+        if self.channels_last:
+            base = base.to(memory_format=torch.channels_last_3d)
+            control = control.to(memory_format=torch.channels_last_3d)
         self.trainable = control
         self.model = ControlledDenoiser(base, control)
         self.ema_trainable = copy.deepcopy(control).requires_grad_(False).eval()
@@ -193,12 +279,15 @@ class Trainer:
     def _loader(self):
         """Micro-batches of samples, built by `num_workers` DataLoader processes ahead of the training
         step (0: in this process). The order is the deterministic sample stream either way."""
+        prepare = functools.partial(prepare_batch, dropout=self.config.condition_dropout,
+                                    timesteps=self.scheduler.num_train_timesteps)
         if self.config.num_workers == 0:
-            return ([self.data.sample(g) for g in ids] for ids in self.micro_batches(self.step))
+            return (prepare([self.data.sample(g) for g in ids]) for ids in self.micro_batches(self.step))
         from torch.utils.data import DataLoader
 
         return iter(DataLoader(_SampleStream(self.data), batch_sampler=self.micro_batches(self.step),
-                               num_workers=self.config.num_workers, collate_fn=list, prefetch_factor=4))
+                               num_workers=self.config.num_workers, collate_fn=prepare, prefetch_factor=2,
+                               worker_init_fn=_quiet_worker))
 
     def _barrier(self) -> None:
         if self.dist.world > 1 and dist.is_initialized():
@@ -213,17 +302,27 @@ class Trainer:
         local = (step * cfg.accumulation + micro) * cfg.batch_size
         return [(local + i) * self.dist.world + self.dist.rank for i in range(cfg.batch_size)]
 
-    def _loss(self, model, samples: list[tuple[Sample, int]], dropout: float) -> torch.Tensor:
-        batch = collate([s for s, _ in samples])
-        keep, timesteps, noise = draw_noise([seed for _, seed in samples], tuple(batch.image.shape[1:]),
-                                            self.scheduler.num_train_timesteps, dropout)
-        if dropout > 0:
-            batch = apply_dropout(batch, keep[:, 0], keep[:, 1], keep[:, 2])
+    def _loss(self, model, prepared: tuple[Batch, torch.Tensor, torch.Tensor], train: bool = True) -> torch.Tensor:
+        batch, noise, timesteps = prepared
         batch = batch.to(self.device)
-        autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                     else contextlib.nullcontext())
-        with autocast:
-            return epsilon_loss(model, self.scheduler, batch, noise.to(self.device), timesteps.to(self.device))
+        loss_fn = self._loss_fn if train else epsilon_loss  # validation (no gradients) runs uncompiled
+        args = (model, self.scheduler, batch, noise.to(self.device), timesteps.to(self.device))
+        if loss_fn is epsilon_loss or self._compiled_once:
+            with autocast:
+                return loss_fn(*args)
+        try:  # the first compiled call compiles: without a working C++ compiler, train uncompiled
+            with autocast:
+                loss = loss_fn(*args)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure; the step is simply redone
+            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {message}); training without it")
+            self._loss_fn = epsilon_loss
+            with autocast:
+                return epsilon_loss(*args)
+        self._compiled_once = True
+        return loss
 
     def micro_batches(self, start_step: int):
         """The sample-index lists of every micro-batch from `start_step` on, in training order."""
@@ -243,10 +342,11 @@ class Trainer:
             sync = self.ddp.no_sync() if (self.ddp is not None and not last) else contextlib.nullcontext()
             with sync:
                 if loaded is not None:
-                    samples = next(loaded)
+                    prepared = next(loaded)
                 else:
-                    samples = [self.data.sample(g) for g in self.sample_ids(step, micro)]
-                loss = self._loss(model, samples, cfg.condition_dropout)
+                    prepared = prepare_batch([self.data.sample(g) for g in self.sample_ids(step, micro)],
+                                             cfg.condition_dropout, self.scheduler.num_train_timesteps)
+                loss = self._loss(model, prepared)
                 self.scaler.scale(loss / cfg.accumulation).backward()
             total += loss.item()
         return total / cfg.accumulation
@@ -289,14 +389,15 @@ class Trainer:
         was_training = model.training
         model.eval()
         total, count, chunk = 0.0, 0, []
+        prepare = functools.partial(prepare_batch, dropout=0.0, timesteps=self.scheduler.num_train_timesteps)
         for item in self.data.validation_samples(self.config.val_samples):
             chunk.append(item)
             if len(chunk) == self.config.batch_size:
-                total += self._loss(model, chunk, 0.0).item() * len(chunk)
+                total += self._loss(model, prepare(chunk), train=False).item() * len(chunk)
                 count += len(chunk)
                 chunk = []
         if chunk:
-            total += self._loss(model, chunk, 0.0).item() * len(chunk)
+            total += self._loss(model, prepare(chunk), train=False).item() * len(chunk)
             count += len(chunk)
         model.train(was_training)
         return total / count
@@ -336,7 +437,8 @@ class Trainer:
             if not path.exists():
                 continue
             rows = list(csv.reader(path.read_text().splitlines()))
-            kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+            # a row cut short (a power cut while it was written) goes too
+            kept = [rows[0]] + [r for r in rows[1:] if len(r) == len(rows[0]) and r[0].isdigit() and int(r[0]) <= step]
             tmp = path.with_name(f".{name}.tmp")
             with open(tmp, "w", newline="") as f:
                 csv.writer(f).writerows(kept)
@@ -350,7 +452,7 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         cfg = self.config
         extra = {"config": cfg.to_dict(), "elapsed_seconds": self.elapsed, "world_size": self.dist.world,
-                 "scaler": self.scaler.state_dict(), "task": cfg.task}
+                 "scaler": self.scaler.state_dict(), "task": cfg.task, "speed": self.speed_settings()}
         return save_checkpoint(self.output / "checkpoints", self.step, self.trainable.state_dict(),
                                self.ema_trainable.state_dict(), self.optimizer, extra, cfg.keep_checkpoints)
 
@@ -359,7 +461,16 @@ class Trainer:
         found = list_checkpoints(self.output / "checkpoints")
         if not found:
             return False
-        state, weights, ema, opt = load_checkpoint(found[-1])
+        for path in reversed(found):
+            try:
+                state, weights, ema, opt = load_checkpoint(path)
+                break
+            except Exception as exc:  # noqa: BLE001 - safetensors, JSON and OS errors alike
+                # e.g. a power cut while the newest was written: go back to the one before
+                if path == found[0]:
+                    raise InputError(f"no readable checkpoint in {self.output / 'checkpoints'}: {exc}") from exc
+                warnings.warn(f"checkpoint {path.name} is unreadable ({exc}); resuming from the one before")
+        found = [p for p in found if p <= path]
         old, new = state["config"], self.config.to_dict()
         changed = [k for k in TRAJECTORY_KEYS if old.get(k) != new.get(k)]
         if changed:
@@ -381,12 +492,70 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- the run
 
-    def run(self, resume: bool = False) -> dict[str, str]:
+    def check_folders(self, resume: bool = False, overwrite: bool = False) -> list[str]:
+        """Refuse, before any work, to start over in a folder that holds a run (unless `overwrite`) and to
+        write into the bundled models folder unless the export folder names the model there. Returns what
+        the run folder already holds."""
+        if resume and overwrite:
+            raise InputError("--resume and --overwrite contradict each other: continue the run, or start it over")
+        bundled = BUNDLED_DIR.resolve()
+        inside = lambda p: p == bundled or bundled in p.parents  # noqa: E731
+        cache = self.config.data.cache_dir
+        for what, path in (("run folder (--output)", self.output), ("cache folder", Path(cache) if cache else None)):
+            if path is not None and inside(path.resolve()):
+                raise InputError(f"the {what} {path} lies in the bundled models folder {BUNDLED_DIR}; choose "
+                                 "a folder elsewhere (for example runs/<name>)")
+        export = self.export_dir.resolve()
+        if inside(export) and not (self.export_named and export.parent == bundled and export.name == self.config.name):
+            raise InputError(
+                f"the export folder {self.export_dir} lies in the bundled models folder; the bundled models are "
+                f"replaced only when asked for by name: --export {BUNDLED_DIR / self.config.name}"
+            )
+        held = [name for name in RUN_FILES if (self.output / name).exists()]
+        if held and not (resume or overwrite):
+            raise InputError(
+                f"{self.output} already holds a training run ({', '.join(held)}); continue it with --resume, "
+                "start it over with --overwrite (its logs, checkpoints, samples and model are deleted), "
+                "or choose another --output"
+            )
+        return held
+
+    def _clear_run(self) -> None:
+        """--overwrite: remove the previous run's files (the cache of preprocessed volumes stays)."""
+        for name in RUN_FILES:
+            path = self.output / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+    def run(self, resume: bool = False, overwrite: bool = False) -> dict[str, str]:
+        held = self.check_folders(resume, overwrite)
+        if overwrite and held and self.dist.main:
+            self._clear_run()
+        self._barrier()
         self.setup()
         cfg = self.config
         resumed = self.resume() if resume else False
+        if resume and not resumed and self.dist.main:
+            self._truncate_logs(0)  # nothing to resume from: start over, without the stray log rows
+            self.progress.note("training", f"no checkpoint in {self.output / 'checkpoints'}: starting at step 0")
         if self.dist.main:
             (self.output / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        self.progress.note("training", "; ".join(f"{k} {v}" for k, v in self.speed_settings().items()))
+        with StopSignals() as stop:
+            return self._train(resumed, stop)
+
+    def _stop_requested(self, stop: StopSignals) -> int | None:
+        """The signal that asked to stop, agreed by every process (they must stop at the same step)."""
+        if self.dist.world == 1:
+            return stop.signum
+        t = torch.tensor([stop.signum or 0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item()) or None
+
+    def _train(self, resumed: bool, stop: StopSignals) -> dict[str, str]:
+        cfg = self.config
         self.progress.start("training", cfg.steps, f"resumed at step {self.step}" if resumed else "")
         self.progress.step(min(self.step, cfg.steps))
         if self.step == 0 and self.dist.main:
@@ -396,6 +565,7 @@ class Trainer:
                 self._log("validation.csv", ["step", "val_loss"], [0, f"{val:.6f}"])
         recent: list[float] = []
         loaded = self._loader()
+        last_checkpoint = time.monotonic()
         while self.step < cfg.steps:
             started = time.perf_counter()
             loss, norm = self.train_step(loaded)
@@ -411,15 +581,30 @@ class Trainer:
                         self._log("validation.csv", ["step", "val_loss"], [step, f"{val:.6f}"])
                 if cfg.sample_every and (step % cfg.sample_every == 0):
                     self.sample_image(self.output / "samples" / f"step-{step:06d}.png")
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                due = cfg.checkpoint_minutes > 0 and time.monotonic() - last_checkpoint >= 60 * cfg.checkpoint_minutes
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps or due:
                     self.save_checkpoint()
+                    last_checkpoint = time.monotonic()
             self._barrier()
             self.progress.step(step, f"loss {np.mean(recent):.4f}")
+            signum = self._stop_requested(stop)
+            if signum is not None:
+                self._stop(signum)
         outputs = {}
         if self.dist.main:
             outputs = self.export()
         self._barrier()
         return outputs
+
+    def _stop(self, signum: int) -> None:
+        """Save a checkpoint at the step just finished (unless there is one) and stop with the signal."""
+        if self.dist.main:
+            folder = self.output / "checkpoints" / f"step-{self.step:06d}"
+            path = folder if folder.is_dir() else self.save_checkpoint()
+            self.progress.note("training", f"stopped by {signal.Signals(signum).name} at step {self.step}; "
+                                           f"checkpoint {path}; continue with --resume")
+        self._barrier()
+        raise Interrupted(signum)
 
     def export(self) -> dict[str, str]:
         """The EMA weights as a model file with its card, and the loss curve beside it."""
