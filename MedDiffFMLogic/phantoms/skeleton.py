@@ -25,7 +25,7 @@ class SkeletonMixin:
         inside_body = self.body_mask[sl]
         # posterior block: paraspinal muscles, and the spine is kept out of the lungs
         blk_c = yv + 40.0
-        rho_blk = (np.abs(X) / 36.0) ** 3 + (np.abs(Y - blk_c) / 48.0) ** 3
+        rho_blk = (np.abs(X) / 38.0) ** 2.4 + (np.abs(Y - blk_c) / 48.0) ** 2.4
         blk = (rho_blk < 1.0) & inside_body & (Z < 290.0)
         self._fill(cv, sl, blk, BODY_LABEL, "muscle")
         # autochthon (erector spinae) muscles either side of the spinous processes
@@ -33,6 +33,8 @@ class SkeletonMixin:
         for side, name in ((1.0, "autochthon_left"), (-1.0, "autochthon_right")):
             rho = (np.abs(X - side * 26.0) / 20.0) ** 2 + (np.abs(Y - (y_canal + 30.0)) / 22.0) ** 2
             m = (rho < 1.0) & inside_body & (Z < 300.0) & (Z > -230.0)
+            sheath = (rho >= 1.0) & (rho < 1.12) & blk  # a fat plane around each muscle mass
+            self._fill(cv, sl, sheath & (cv.lab[sl] == BODY_LABEL), BODY_LABEL, "fat")
             self._fill(cv, sl, m, _l(name), "muscle")
         # levels
         names = [n for n, _, _ in _LEVELS]
@@ -61,9 +63,16 @@ class SkeletonMixin:
         arch = (r_canal >= rc) & (r_canal < rc + 5.5) & (Y > yv) & arch_z & in_range
         ys = Y - (y_canal + rc)
         tilt = np.where(Z > 0, 0.35, 0.1)  # thoracic spinous processes point downwards
-        spin = (np.abs(X) < 4.0) & (ys > 0) & (ys < sp) & (np.abs(zrel + tilt * ys) < 0.28 * h[idx]) & in_range
-        trans = (np.abs(Y - y_canal) < 5.5) & (np.abs(X) > rc) & (np.abs(X) < rc + tp) & (np.abs(zrel) < 0.22 * h[idx])
-        trans &= in_range
+        # spinous process: an elliptical section that narrows towards its tip
+        along = np.clip(ys / sp, 0.0, 1.0)
+        width = 4.0 * (1.0 - 0.45 * along)
+        spin = ((X / width) ** 2 + ((zrel + tilt * ys) / (0.28 * h[idx])) ** 2 < 1.0) & (ys > 0) & (ys < sp)
+        spin &= in_range
+        # transverse processes: tapering elliptical sections, angled backwards
+        t = np.clip((np.abs(X) - rc) / tp, 0.0, 1.0)
+        yt = y_canal + 0.25 * (np.abs(X) - rc)
+        trans = ((Y - yt) / 5.5) ** 2 + (zrel / (0.22 * h[idx])) ** 2 < (1.0 - 0.45 * t) ** 2
+        trans &= (np.abs(X) > rc) & (np.abs(X) < rc + tp) & in_range
         post = (arch | spin | trans) & inside_body
         hp = np.where(r_canal < rc + 2.0, hc, 0.5 * (hc + hm)).astype(np.float32)
         cv.put(sl, post, label=labels[post], hu=hp[post], tex=tm)
