@@ -2,10 +2,11 @@
 
 A thin adapter over the engine: the panels fill a parameter node, the module's logic class hands nodes
 to MedDiffFMLib (bridge + jobs + runner), which runs the engine (`PythonSlicer -m MedDiffFMLogic ...`) in
-a child process and turns its outputs into new nodes. This file never imports torch or the engine.
+a child process and turns its outputs into new nodes. This file never imports torch; the settings'
+defaults and choices are the engine's torch-free declarations, read through MedDiffFMLib.tasks.
 
-Two things share the name "MedDiffFMLogic": the engine package (a folder beside this module, run only
-in a child process, never imported here) and the class MedDiffFMLogic below, the module's logic in
+Two things share the name "MedDiffFMLogic": the engine package (a folder beside this module, run in
+a child process; only its settings declarations are read in this process) and the class MedDiffFMLogic below, the module's logic in
 Slicer's template. The class keeps its name because Slicer derives the module name from it
 (ScriptedLoadableModuleLogic strips "Logic": the parameter node saved in scenes is tagged "MedDiffFM").
 
@@ -34,6 +35,9 @@ from slicer.util import VTKObservationMixin
 from MedDiffFMLib import bridge, deps, models, panel, runner
 from MedDiffFMLib.jobs import Inputs, Processor
 from MedDiffFMLib.tasks import DEVICES, PRECISIONS, PRESETS, REGIONS, TASKS, TaskParameters
+
+# The engine's defaults (MedDiffFMLib.tasks reads them from the engine's declarations).
+DEFAULTS = TaskParameters()
 
 # The start of the engine's refusal of an image whose values are implausible for a CT (ctio.read_ct);
 # the widget offers to run anyway (--force) when it sees it.
@@ -95,29 +99,31 @@ class MedDiffFM(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class MedDiffFMParameterNode:
-    """Every setting of the panels; saved with the scene, so reloading a scene restores the panel."""
+    """Every setting of the panels; saved with the scene, so reloading a scene restores the panel (the
+    names are what saved scenes hold: keep them). Defaults are the engine's (DEFAULTS); a spin box
+    cannot be empty, so 0 stands for a setting the engine estimates or derives (TaskParameters.given)."""
 
     inputVolume: vtkMRMLScalarVolumeNode
     outputVolume: vtkMRMLScalarVolumeNode
     task: Annotated[str, Choice(list(TASKS))] = "denoise"
     model: str = ""
-    device: Annotated[str, Choice(list(DEVICES))] = "auto"
-    preset: Annotated[str, Choice(list(PRESETS))] = "balanced"
-    region: Annotated[str, Choice(list(REGIONS))] = "chest"
-    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
-    steps: Annotated[int, WithinRange(0, 1000)] = 0
-    precision: Annotated[str, Choice(list(PRECISIONS))] = "fp32"
-    skipAir: bool = False
-    noiseLevel: Annotated[float, WithinRange(0.0, 1000.0)] = 0.0
-    strength: Annotated[float, WithinRange(0.1, 5.0)] = 1.0
-    anomalyThreshold: Annotated[float, WithinRange(0.0, 3000.0)] = 0.0
-    inpaintLesion: bool = False
-    superresFactor: Annotated[float, WithinRange(1.0, 10.0)] = 5.0
-    superresSpacing: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
-    synthSizeX: Annotated[int, WithinRange(8, 1024)] = 64
-    synthSizeY: Annotated[int, WithinRange(8, 1024)] = 64
-    synthSizeZ: Annotated[int, WithinRange(8, 1024)] = 64
-    synthSpacing: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
+    device: Annotated[str, Choice(list(DEVICES))] = DEFAULTS.device
+    preset: Annotated[str, Choice(list(PRESETS))] = DEFAULTS.preset
+    region: Annotated[str, Choice(list(REGIONS))] = DEFAULTS.region
+    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = DEFAULTS.seed
+    steps: Annotated[int, WithinRange(0, 1000)] = DEFAULTS.steps
+    precision: Annotated[str, Choice(list(PRECISIONS))] = DEFAULTS.precision
+    skipAir: bool = DEFAULTS.skip_air
+    noiseLevel: Annotated[float, WithinRange(0.0, 1000.0)] = 0.0  # 0: estimated by the engine
+    strength: Annotated[float, WithinRange(0.1, 5.0)] = DEFAULTS.strength
+    anomalyThreshold: Annotated[float, WithinRange(0.0, 3000.0)] = 0.0  # 0: the engine's robust default
+    inpaintLesion: bool = DEFAULTS.inpaint_lesion
+    superresFactor: Annotated[float, WithinRange(1.0, 10.0)] = DEFAULTS.factor
+    superresSpacing: Annotated[float, WithinRange(0.0, 10.0)] = 0.0  # 0: use the factor
+    synthSizeX: Annotated[int, WithinRange(8, 1024)] = DEFAULTS.size[0]
+    synthSizeY: Annotated[int, WithinRange(8, 1024)] = DEFAULTS.size[1]
+    synthSizeZ: Annotated[int, WithinRange(8, 1024)] = DEFAULTS.size[2]
+    synthSpacing: Annotated[float, WithinRange(0.0, 10.0)] = 0.0  # 0: the model's working spacing
     anatomySegmentation: vtkMRMLSegmentationNode
     # The segment selectors are not bound by connectGui; the widget keeps these in step by hand.
     anomalySegmentation: vtkMRMLSegmentationNode

@@ -10,38 +10,37 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 from . import bridge, jobs, runner
-from .tasks import DEVICES, PRECISIONS, PRESETS, REGIONS, SKIP_AIR_TASKS, TASKS, TaskParameters
+from .tasks import DEFAULT_PRESET, ENGINE_SETTINGS, PRESETS, TASKS, TaskParameters, engine_setting
 
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The batch options; the task settings among them are the engine's declarations (default, type,
+    choices, help), offered under the TaskParameters field's name."""
     p = argparse.ArgumentParser(
         prog="batch.py", description="Run a MedDiffFM task over every scan in a folder (or one file).")
     p.add_argument("--task", required=True, choices=list(TASKS))
     p.add_argument("--input", help="a scan or a folder of scans (.nii.gz, .nrrd, .mha); not used by synthesize")
     p.add_argument("--output", required=True, help="folder for the results (created if missing)")
     p.add_argument("--masks", help="folder of masks named like the scans (inpaint, lesion; optional ROI for anomaly)")
-    p.add_argument("--region", choices=REGIONS, default="chest")
-    p.add_argument("--preset", choices=PRESETS, default="balanced")
-    p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--model", default="", help="model name or card path (default: the engine's)")
+    p.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET,
+                   help="speed against quality: sampling steps and window overlap (default %(default)s)")
     p.add_argument("--steps", type=int, default=0, help="sampling steps (default: the preset's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="network arithmetic: fp32, bf16 (about 2x faster on recent CPUs and GPUs, ~1%% error), fp16 (CUDA)")
-    p.add_argument("--skip-air", action="store_true",
-                   help=f"{', '.join(SKIP_AIR_TASKS)}: do not run the network on windows wholly outside the body")
-    p.add_argument("--noise-level", type=float, default=0.0, help="denoise: noise in HU (default: estimated)")
-    p.add_argument("--strength", type=float, default=1.0, help="denoise: multiplies the noise level")
-    p.add_argument("--threshold", type=float, default=0.0, help="anomaly: HU threshold (default: the engine's)")
-    p.add_argument("--factor", type=float, default=5.0, help="superres: thin slices per thick slice")
-    p.add_argument("--spacing", type=float, default=0.0, help="superres: target slice spacing in mm")
-    p.add_argument("--size", default="64,64,64", help="synthesize: voxels X,Y,Z")
+    for name, (owners, _) in ENGINE_SETTINGS.items():
+        setting = engine_setting(name)
+        if len(owners) == 1:  # one task's setting: listed under that task
+            setting = replace(setting, group=f"{owners[0]} settings", exclusive=None)
+        elif len(owners) < len(TASKS):  # some tasks': say which
+            setting = replace(setting, group=None, help=f"{', '.join(owners)}: {setting.help}")
+        else:
+            setting = replace(setting, group=None)
+        replace(setting, flag="--" + name.replace("_", "-")).add_to(p, name)
     p.add_argument("--count", type=int, default=1, help="synthesize: how many volumes (seeds seed, seed+1, ...)")
     p.add_argument("--format", choices=("nii.gz", "nrrd"), default="nii.gz", help="file format of volume results")
     return p
@@ -74,17 +73,8 @@ def _file_name(node, extension: str) -> str:
 
 
 def parameters(args) -> TaskParameters:
-    try:
-        size = tuple(int(v) for v in args.size.replace("x", ",").split(","))
-    except ValueError:
-        raise SystemExit(f"batch.py: error: --size needs three integers X,Y,Z, not {args.size!r}") from None
-    if len(size) != 3:
-        raise SystemExit(f"batch.py: error: --size needs three integers X,Y,Z, not {args.size!r}")
-    return TaskParameters(
-        region=args.region, model=args.model, device=args.device, preset=args.preset, seed=args.seed,
-        steps=args.steps, noise_level=args.noise_level, strength=args.strength, threshold=args.threshold,
-        factor=args.factor, spacing=args.spacing, size=size, precision=args.precision, skip_air=args.skip_air,
-    )
+    names = {f.name for f in fields(TaskParameters)}
+    return TaskParameters(**{name: value for name, value in vars(args).items() if name in names})
 
 
 def main(argv: Sequence[str], processor, log: Callable[[str], None] = print) -> int:

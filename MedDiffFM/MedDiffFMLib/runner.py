@@ -20,6 +20,7 @@ No qt, vtk or slicer here, so this module is tested with plain pytest.
 from __future__ import annotations
 
 import collections
+import importlib
 import json
 import os
 import queue
@@ -161,6 +162,26 @@ def find_engine_root(folders: Iterable[str | os.PathLike]) -> Path:
         "or, in a source checkout, add <checkout>/MedDiffFM (the folder that holds MedDiffFM.py, not the "
         "checkout itself) to Slicer's module paths (Edit > Application Settings > Modules)"
     )
+
+
+def import_engine_module(name: str, root: str | os.PathLike | None = None):
+    """One of the engine's torch-free modules ("settings.commands", "anatomy"), imported into this process
+    from the folder the runs start the engine from (engine_root), so that the declarations the module
+    reads are those of the engine it runs. That folder is already on sys.path in an installed extension
+    (the module's own folder); in a source checkout it is the checkout, put first here as the runs put
+    it first on PYTHONPATH. EngineError when another copy of the package was imported first."""
+    folder = engine_root(*([root] if root else []))
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    module = importlib.import_module(f"{ENGINE_PACKAGE}.{name}")
+    imported = Path(sys.modules[ENGINE_PACKAGE].__path__[0]).resolve().parent
+    if imported != folder:
+        raise EngineError(
+            f"another copy of the engine ({imported / ENGINE_PACKAGE}) shadows the one the module runs "
+            f"({folder / ENGINE_PACKAGE}): uninstall it from Slicer's Python (pip uninstall meddifffm) or "
+            "take it off PYTHONPATH, then restart Slicer"
+        )
+    return module
 
 
 def engine_command(python: str | os.PathLike, command: str, arguments: Iterable[str]) -> list[str]:
