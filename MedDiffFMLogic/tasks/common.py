@@ -21,14 +21,11 @@ from ..errors import InputError
 from ..modelfiles import ModelCard, load_controlnet, load_network
 from ..regions import hu_to_unit
 from ..schedules import ScheduleConfig, alphas_cumprod
+from ..settings.common import DEFAULT_LESION, DEFAULT_MODEL, DEFAULT_SUPERRES  # noqa: F401 (the default models)
 
 # Moved to controls.py (below tasks and training); still importable here for Testing/test_training_data.py
 # until its owner switches the import.
 from ..controls import lesion_control, superres_control  # noqa: E402,F401
-
-DEFAULT_MODEL = "meddifffm-base-demo"
-DEFAULT_SUPERRES = "meddifffm-superres-demo"
-DEFAULT_LESION = "meddifffm-lesion-demo"
 
 
 @dataclass
@@ -180,16 +177,3 @@ def check_positive(**values) -> None:
     for name, value in values.items():
         if value is not None and not value >= 1:
             raise InputError(f"{name} must be at least 1, got {value}")
-
-
-# ----------------------------------------------------------------------------------------- CLI
-
-
-def add_model_options(parser, anatomy_help: str = "organ label map of the input (optional condition)") -> None:
-    """--region, --anatomy and --model: the options every sampling command shares."""
-    from ..regions import REGIONS
-
-    parser.add_argument("--region", choices=REGIONS, default="chest",
-                        help="body region: sets the HU window and the region condition (default chest)")
-    parser.add_argument("--anatomy", help=anatomy_help)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"base model name or card (default {DEFAULT_MODEL})")
