@@ -143,3 +143,39 @@ def test_the_job_runner_has_its_own_name_and_the_old_one_still_imports():
     module = (MODULE_DIR / "MedDiffFM.py").read_text()
     assert "from MedDiffFMLib.jobs import" in module and "MedDiffFMLib.logic" not in module
     assert "class MedDiffFMLogic(ScriptedLoadableModuleLogic)" in module  # Slicer's template name, kept
+
+
+def _parameters(weights: Path) -> int:
+    """Parameter count of a safetensors file, from its header (no torch)."""
+    import json
+    import math
+    import struct
+
+    with open(weights, "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    header.pop("__metadata__", None)
+    return sum(math.prod(t["shape"]) for t in header.values())
+
+
+def test_the_module_readme_describes_the_bundled_models_as_they_are():
+    """Issue 15's contradictions: the module README's network size, window edge, windows per call and
+    speed are those of the bundled models, their cards and the committed speed benchmark."""
+    import json
+
+    from MedDiffFMLogic.sampling import AUTO_BATCH_MAX
+
+    readme = " ".join((MODULE_DIR / "README.md").read_text().split())
+    models = ROOT / "MedDiffFMLogic" / "models"
+    base = json.loads((models / "meddifffm-base-demo" / "meddifffm-base-demo.json").read_text())
+    window = base["architecture"]["window_size"]
+    assert f"{window}^3 windows" in readme and f"{window}^3 voxels for the bundled models" in readme
+    assert f"at {base['working_spacing'][0]:g} mm" in readme
+    assert f"{_parameters(models / 'meddifffm-base-demo' / 'meddifffm-base-demo.safetensors') / 1e6:.1f} M parameters" in readme
+    for name in ("meddifffm-lesion-demo", "meddifffm-superres-demo"):
+        assert f"each ControlNet adds {_parameters(models / name / f'{name}.safetensors') / 1e6:.1f} M" in readme
+    assert f"up to {AUTO_BATCH_MAX} windows per call" in readme
+    run = next(r for r in json.loads((ROOT / "benchmarks" / "results" / "speed_tasks.json").read_text())["tasks"]["runs"]
+               if r["task"] == "denoise" and r["settings"]["steps"] == 1)
+    assert f"({run['ours']['windows_per_step']} windows) takes about {round(run['ours']['seconds'])} s" in readme
+    for stale in ("2.9M", "one window at a time"):
+        assert stale not in readme
