@@ -203,7 +203,8 @@ class Trainer:
     def speed_settings(self) -> dict[str, Any]:
         """How this run computes (for logs, checkpoints and the benchmark)."""
         self.setup()
-        return {"device": self.device.type, "threads": torch.get_num_threads(), "precision": self.precision_reason,
+        threads = self.config.threads or torch.get_num_threads()
+        return {"device": self.device.type, "threads": threads, "precision": self.precision_reason,
                 "channels_last": self.channels_last, "compile": self.config.compile,
                 "data_workers": self.config.num_workers}
 
@@ -538,7 +539,7 @@ class Trainer:
         cfg = self.config
         resumed = self.resume() if resume else False
         if resume and not resumed and self.dist.main:
-            self._truncate_logs(0)  # nothing to resume from: start over, without the stray log rows
+            self._truncate_logs(-1)  # nothing to resume from: start over, without the stray log rows
             self.progress.note("training", f"no checkpoint in {self.output / 'checkpoints'}: starting at step 0")
         if self.dist.main:
             (self.output / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
