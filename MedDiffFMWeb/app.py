@@ -291,7 +291,8 @@ class MedDiffFMWebApp(TrameApp):
                 with v3.VExpansionPanel(title="Model and settings"):
                     with v3.VExpansionPanelText():
                         v3.VSelect(v_model=("model",), items=("model_items",), label="Model", density="compact")
-                        html.Div(v_html=("card_html",), classes="text-caption mb-2", id="mdf-card")
+                        html.Div(v_html=("card_html",), classes="text-caption mb-2", id="mdf-card",
+                                 style="max-height: 220px; overflow-y: auto;")
                         with v3.VRow(dense=True):
                             with v3.VCol():
                                 v3.VSelect(v_model=("region",), items=("regions", list(REGIONS)), label="Body region",
@@ -340,7 +341,9 @@ class MedDiffFMWebApp(TrameApp):
             with v3.VList(density="compact", id="mdf-results", __properties=[("id", "id")]):
                 with v3.VListItem(v_for="r in results", key="r.id"):
                     with html.Div(classes="d-flex align-center"):
-                        html.Span("{{ r.name }}", classes="flex-grow-1 text-body-2")
+                        with html.Div(classes="flex-grow-1"):
+                            html.Div("{{ r.name }}", classes="text-body-2")
+                            html.Div("{{ r.kind }}", classes="text-caption text-medium-emphasis")
                         v3.VBtn(icon="mdi-eye", size="small", variant="text",
                                 click=(self.show_result, "[r.id]"))
                         with html.A(href=("'" + ROUTE + "/download/' + r.id",), download=True):

@@ -165,7 +165,8 @@ def run_and_watch(page, timeout: float = RUN_TIMEOUT_S) -> tuple[list[str], bool
     previous = status(page)
     page.click("#mdf-apply")
     # The previous run's "Done ..." stays until the server answers the click.
-    page.wait_for_function(f"document.querySelector('#mdf-status').innerText !== {json.dumps(previous)}")
+    page.wait_for_function(f"document.querySelector('#mdf-status').innerText !== {json.dumps(previous)}"
+                           " || document.querySelector('#mdf-error') !== null")
     statuses, deadline, saw_progress = [], time.monotonic() + timeout, False
     while True:
         text = status(page)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 import tempfile
+import time
 from pathlib import Path
 
 from .browser import (
@@ -24,6 +25,9 @@ WIDTH = 1100  # pixels of the saved screenshots (the page is 1400 wide)
 
 def save(page, path: Path) -> None:
     from PIL import Image
+
+    for view in ("Red", "Yellow", "Green"):  # every slice view has its picture
+        wait_for_view(page, view)
 
     image = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
     image = image.resize((WIDTH, round(image.height * WIDTH / image.width)), Image.LANCZOS)
@@ -38,6 +42,7 @@ def run_task(page, panel: str) -> None:
     if not statuses[-1].startswith("Done"):
         raise SystemExit(f"{panel}: {statuses}")
     wait_for_view(page, unlike=before)
+    time.sleep(5)  # the first changed picture may show only part of the result (background before overlay)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,8 +79,8 @@ def main(argv: list[str] | None = None) -> None:
                 wait_for(lambda: server.scene()["segmentations"], message="no mask")
                 page.locator("xpath=//div[@id='mdf-view-vtkMRMLSliceNodeRed']/..//img").hover()
                 paint_stroke(page, length=30, dy=-20)
-                wait_for(lambda: any(s["voxels"] for g in server.scene()["segmentations"] for s in g["segments"]),
-                         message="painting left the mask empty")
+                wait_for(lambda: any(s["voxels"] for g in server.scene()["segmentations"] if g["name"] == "phantom mask"
+                                     for s in g["segments"]), message="painting left the mask empty")
                 run_task(page, "Generate lesion")
                 save(page, out / "web-lesion.png")
 
@@ -94,6 +99,9 @@ def main(argv: list[str] | None = None) -> None:
                 run_task(page, "Synthesize")
                 save(page, out / "web-synthesize.png")
                 browser.close()
+        except Exception:
+            print("\n".join(line for line in server.lines[-80:] if "vtk" not in line.lower()), flush=True)
+            raise
         finally:
             server.stop()
 

@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from . import import_lib
 
 import_lib()
@@ -24,7 +26,8 @@ from MedDiffFMLib.tasks import TASKS, TaskParameters  # noqa: E402
 
 VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 MASK_SEGMENT = "lesion"
-HEATMAP_OPACITY = 0.6
+HEATMAP_OPACITY = 0.7
+HEATMAP_SHOWN_ABOVE = 0.9  # the heat map's top 10 % of voxels show in colour over the CT
 
 
 class SessionError(ValueError):
@@ -152,6 +155,18 @@ class Session:
         for view in self.app.view_manager.get_slice_views():
             view.set_foreground_opacity(opacity)
 
+    @staticmethod
+    def threshold_heatmap(node, quantile: float = HEATMAP_SHOWN_ABOVE) -> None:
+        """Show only the map's highest values over the CT: voxels below the quantile are transparent,
+        so the anatomy stays readable under the colours."""
+        display = node.GetDisplayNode()
+        array = bridge.voxels(node)
+        if display is None or array.size == 0:
+            return
+        display.SetLowerThreshold(float(np.quantile(array, quantile)))
+        display.SetUpperThreshold(float(array.max()))
+        display.SetApplyThreshold(1)
+
     def show_result(self, item: ResultItem) -> None:
         node = self.node(item.node_id)
         if node is None:
@@ -159,9 +174,15 @@ class Session:
         if item.kind == "volume":
             self.show_volume(node, in_3d=False)
         elif item.kind == "heatmap":
+            self.threshold_heatmap(node)
             self.show_overlay(self.input_node, node)
         elif item.kind == "segmentation":
             node.SetDisplayVisibility(True)
+        if item.kind != "segmentation":
+            for view in self.app.view_manager.get_slice_views():
+                view.fit_view_to_content()  # a result on another grid (super-resolution, synthesis) fills the view
+        for view in self.app.view_manager.get_views():
+            view.schedule_render()  # every view, also those the mouse is not over
 
     # ---------------------------------------------------------------------------------- masks
 

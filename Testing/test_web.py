@@ -44,6 +44,7 @@ def server(tmp_path_factory):
     s = Server(tmp_path_factory.mktemp("web-server"))
     yield s
     s.stop()
+    print("\n".join(s.lines[-60:]))  # the server's log, shown when a test failed
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +179,16 @@ def test_cancel_a_run(server, page):
     assert [v["id"] for v in after["volumes"]] == [v["id"] for v in scene["volumes"]]
     assert after["results"] == scene["results"] and after["running"] is False
     set_steps(page, 2)
+
+
+def test_upload_a_ct(server, page, phantom):
+    before = server.scene()
+    page.set_input_files("#mdf-upload", str(phantom))
+    wait_for(lambda: len(server.scene()["volumes"]) > len(before["volumes"]), message="the upload added no volume")
+    scene = server.scene()
+    [uploaded] = [v for v in scene["volumes"] if v["id"] not in {b["id"] for b in before["volumes"]}]
+    assert uploaded["name"].startswith("phantom") and scene["input"] == uploaded["id"]
+    originals = [v for v in before["volumes"] if v["name"] == "phantom"]
+    if originals:  # the same file opened from the server's disk earlier: same voxels, same grid
+        assert uploaded["sha256"] == originals[0]["sha256"] and uploaded["ijk_to_ras"] == originals[0]["ijk_to_ras"]
+    assert page.inner_text("#mdf-status").startswith("Opened")
