@@ -249,8 +249,12 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin, WallMixin):
         self._fill(cv, sl, rho < 0.9, BODY_LABEL, "muscle")
         sl, rho = cv.column(zk, 0.0, yc, a + f, b + f, p=2.4, zlim=(-400.0, 412.0))
         X, Y, Z = cv.coords(sl)
-        inside = rho < 1.0 + noise * cv.smooth(self.shape_noise, 35.0)[sl]
-        self._fill(cv, sl, inside & (cv.lab[sl] == 0), BODY_LABEL, "fat")
+        edge = 1.0 + noise * cv.smooth(self.shape_noise, 35.0)[sl]
+        inside = rho < edge
+        outer = inside & (cv.lab[sl] == 0)
+        self._fill(cv, sl, outer, BODY_LABEL, "fat")
+        # the skin: a soft-tissue line about 2 mm thick over the subcutaneous fat
+        self._fill(cv, sl, outer & (rho > edge - 2.0 / 110.0), BODY_LABEL, "scalp")
         sl2, rho2 = cv.column(zk, 0.0, yc, a, b, p=2.4, zlim=(-400.0, 412.0))
         self._fill(cv, sl2, rho2 < 1.0 + noise * cv.smooth(self.shape_noise, 35.0)[sl2], BODY_LABEL, "muscle")
         self.body_mask = cv.lab == BODY_LABEL
