@@ -21,7 +21,7 @@ from . import import_lib
 
 import_lib()
 
-from MedDiffFMLib import bridge, logic, models, runner  # noqa: E402
+from MedDiffFMLib import bridge, jobs, models, runner  # noqa: E402
 from MedDiffFMLib.tasks import TASKS, TaskParameters  # noqa: E402
 
 VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -57,8 +57,8 @@ class Session:
     def __init__(self, slicer_app, python: str | None = None, temp_root: str | None = None):
         self.app = slicer_app
         self.scene = slicer_app.scene
-        self.processor = logic.Processor(self.scene, python=python, temp_root=temp_root)
-        self.job: logic.Job | None = None
+        self.processor = jobs.Processor(self.scene, python=python, temp_root=temp_root)
+        self.job: jobs.Job | None = None
         self.job_task: str | None = None
         self.input_node = None
         self.results: list[ResultItem] = []
@@ -92,7 +92,7 @@ class Session:
 
     def _load_file(self, path: Path):
         try:
-            return logic.load_volume(self.scene, path, _stem(path.name))
+            return jobs.load_volume(self.scene, path, _stem(path.name))
         except bridge.BridgeError as exc:
             raise SessionError(f"could not read {path.name}: is it a CT volume (.nii.gz, .nrrd, .mha)?") from exc
 
@@ -235,7 +235,7 @@ class Session:
 
     # ------------------------------------------------------------------------------------- tasks
 
-    def start(self, task: str, params: TaskParameters, mask_id: str = "", anatomy_id: str = "") -> logic.Job:
+    def start(self, task: str, params: TaskParameters, mask_id: str = "", anatomy_id: str = "") -> jobs.Job:
         if self.job is not None:
             raise SessionError("a task is running: wait for it or cancel it")
         if task not in TASKS:
@@ -250,7 +250,7 @@ class Session:
             elif info.segment == "mask":
                 raise SessionError(f"{info.title} needs a lesion mask: click 'New mask' and paint it in a slice view")
         anatomy = self.node(anatomy_id) if task == "synthesize" else None
-        inputs = logic.Inputs(volume=self.input_node if info.needs_volume else None, segment=segment, anatomy=anatomy)
+        inputs = jobs.Inputs(volume=self.input_node if info.needs_volume else None, segment=segment, anatomy=anatomy)
         if info.needs_volume and self.input_node is None:
             raise SessionError("open a CT first")
         self.job = self.processor.start(task, params, inputs)
@@ -287,7 +287,7 @@ class Session:
         filename = "".join(c if c.isalnum() or c in "-_." else "_" for c in node.GetName()) + extension
         with tempfile.TemporaryDirectory(prefix="MedDiffFM-web-") as folder:
             path = os.path.join(folder, filename)
-            logic.save_node(node, path)
+            jobs.save_node(node, path)
             return filename, Path(path).read_bytes()
 
     # ------------------------------------------------------------------------------ description
