@@ -76,14 +76,17 @@ def test_the_library_reads_the_declarations_of_the_engine_it_runs(tmp_path, layo
         "import json, sys\n"
         f"sys.path.insert(0, {str(module_dir)!r})\n"
         "from MedDiffFMLib import runner, tasks\n"
-        "import MedDiffFMLogic\n"
+        "import importlib.util, MedDiffFMLogic\n"
         "print(json.dumps({'package': MedDiffFMLogic.__path__[0], 'root': str(runner.engine_root()),\n"
+        "                  'module': importlib.util.find_spec('MedDiffFM').origin,\n"
         "                  'heavy': [m for m in %r if m in sys.modules]}))\n"
     ) % (HEAVY,)
     seen = _fresh_python(code, tmp_path)
     assert Path(seen["root"]) == engine_dir.resolve()
     assert Path(seen["package"]).resolve() == (engine_dir / "MedDiffFMLogic").resolve()
     assert seen["heavy"] == []
+    # The checkout's root, now on sys.path, does not hide the module's own file (Scripts/batch.py imports it).
+    assert Path(seen["module"]).resolve() == (module_dir / "MedDiffFM.py").resolve()
 
 
 def test_another_copy_of_the_engine_imported_first_is_refused(tmp_path):

@@ -11,10 +11,8 @@ removed in every case (after a cancel, once the engine's processes are gone).
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,11 +245,7 @@ class Processor:
 
     def anatomy_label(self, name: str) -> int:
         """The engine's anatomy vocabulary (TotalSegmentator names), read from its torch-free module."""
-        root = str(self.engine_root)
-        if root not in sys.path:
-            sys.path.append(root)
-        anatomy = importlib.import_module(f"{runner.ENGINE_PACKAGE}.anatomy")
-        return anatomy.label_index(name)
+        return runner.import_engine_module("anatomy", self.engine_root).label_index(name)
 
     def start(self, task: str, params: TaskParameters, inputs: Inputs) -> Job:
         return Job(self, task, params, inputs).start()
