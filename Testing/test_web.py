@@ -192,3 +192,11 @@ def test_upload_a_ct(server, page, phantom):
     if originals:  # the same file opened from the server's disk earlier: same voxels, same grid
         assert uploaded["sha256"] == originals[0]["sha256"] and uploaded["ijk_to_ras"] == originals[0]["ijk_to_ras"]
     assert page.inner_text("#mdf-status").startswith("Opened")
+
+
+def test_the_server_listens_on_loopback_only(server):
+    import psutil
+
+    listening = [c.laddr for c in psutil.Process(server.process.pid).net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN]
+    assert listening and all(address.ip == "127.0.0.1" for address in listening), listening
