@@ -87,7 +87,7 @@ def _add_shared(p) -> None:
 
 
 def add_command(subparsers) -> None:
-    from . import regions_cut
+    from . import recipe, regions_cut
 
     p = subparsers.add_parser("train", help="pretrain the diffusion model (single process or under torchrun)")
     _add_shared(p)
@@ -100,3 +100,4 @@ def add_command(subparsers) -> None:
     p.set_defaults(run=lambda args, progress: _run(args, progress, args.task))
 
     regions_cut.add_command(subparsers)
+    recipe.add_command(subparsers)

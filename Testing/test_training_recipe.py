@@ -1,0 +1,43 @@
+"""The GPU recipe (`meddifffm train-recipe`): its dry run on the CPU trains the three models one after
+the other into the folder it is given, under the bundled models' names, the ControlNets on the base
+it has just trained; run again, it resumes each run instead of starting over."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from MedDiffFMLogic.cli import main
+from MedDiffFMLogic.modelfiles import load_controlnet, load_network, read_card
+from MedDiffFMLogic.tasks.common import DEFAULT_LESION, DEFAULT_MODEL, DEFAULT_SUPERRES
+from MedDiffFMLogic.training.commands import CONFIG_DIR
+from MedDiffFMLogic.training.config import load_config
+from MedDiffFMLogic.training.recipe import RECIPE
+
+
+def test_gpu_recipe_configs_are_the_demo_settings_at_a_larger_batch():
+    for name in RECIPE:
+        gpu, demo = load_config(CONFIG_DIR / f"{name}.json"), load_config(CONFIG_DIR / f"demo-{name[4:]}.json")
+        assert gpu.name == demo.name and gpu.task == demo.task and gpu.network == demo.network
+        assert gpu.data.phantoms == demo.data.phantoms and gpu.data.spacing == demo.data.spacing
+        assert gpu.batch_size * gpu.accumulation >= 8 * demo.batch_size * demo.accumulation
+        assert gpu.mixed_precision == "auto" and gpu.num_workers > 0
+
+
+def test_dry_run_trains_the_three_models_into_the_folder(tmp_path, capsys):
+    out = tmp_path / "models"
+    assert main(["train-recipe", "-o", str(out), "--dry-run", "--device", "cpu", "--progress", "json"]) == 0
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    cards = {k: Path(v) for k, v in done["outputs"].items()}
+    assert set(cards) == {"base", "superres", "lesion"}
+    assert cards["base"] == out / DEFAULT_MODEL / f"{DEFAULT_MODEL}.json"
+    assert cards["superres"].parent == out / DEFAULT_SUPERRES and cards["lesion"].parent == out / DEFAULT_LESION
+    base, base_card = load_network(cards["base"])
+    for task in ("superres", "lesion"):
+        _, card = load_controlnet(cards[task], base, base_card)  # made for this very base
+        assert card.provenance["base_model_sha256"] == base_card.sha256 and card.control["task"] == task
+    assert read_card(cards["base"]).provenance["optimizer_steps"] == 2
+    # run again: every run resumes from its checkpoint (nothing is trained twice, no folder is refused)
+    assert main(["train-recipe", "-o", str(out), "--dry-run", "--device", "cpu", "--progress", "none"]) == 0
+    rows = (out / "runs" / DEFAULT_MODEL / "losses.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
