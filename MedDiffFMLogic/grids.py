@@ -81,3 +81,75 @@ def thick_slices_grid(thick: sitk.Image, in_plane_of: sitk.Image) -> sitk.Image:
     grid.SetOrigin(thick.GetOrigin())
     grid.SetDirection(thick.GetDirection())
     return grid
+
+
+class Orientation:
+    """How a grid's voxel axes map onto the orientation the models were trained in (the phantoms':
+    identity direction, i.e. axial slices in LPS voxel order): axis i (x, y, z) of the axial grid is
+    axis perm[i] of the grid, reversed where flip[i]. Permutations and flips only: no voxel is
+    interpolated, so going there and back returns every value and the grid itself exactly. An oblique
+    direction gets the nearest permutation (the largest |cosine| on the diagonal)."""
+
+    def __init__(self, grid: sitk.Image):
+        import itertools
+
+        direction = np.asarray(grid.GetDirection(), dtype=float).reshape(3, 3)  # columns: voxel axes
+        self._direction = grid.GetDirection()
+        self.perm = max(itertools.permutations(range(3)),
+                        key=lambda p: sum(abs(direction[i, p[i]]) for i in range(3)))
+        self.flip = tuple(bool(direction[i, self.perm[i]] < 0) for i in range(3))
+        # numpy (z, y, x): axial numpy axis a is the grid's numpy axis 2 - perm[2 - a].
+        self._axes = tuple(2 - self.perm[2 - a] for a in range(3))
+        self._flipped = tuple(a for a in range(3) if self.flip[2 - a])
+
+    @property
+    def identity(self) -> bool:
+        return self.perm == (0, 1, 2) and not any(self.flip)
+
+    def array_to_axial(self, array: np.ndarray) -> np.ndarray:
+        """A (z, y, x) array on the grid as one on the axial grid (trailing three axes)."""
+        lead = array.ndim - 3
+        out = np.transpose(array, tuple(range(lead)) + tuple(lead + a for a in self._axes))
+        return np.flip(out, tuple(lead + a for a in self._flipped)) if self._flipped else out
+
+    def array_from_axial(self, array: np.ndarray) -> np.ndarray:
+        lead = array.ndim - 3
+        out = np.flip(array, tuple(lead + a for a in self._flipped)) if self._flipped else array
+        back = np.argsort(self._axes)
+        return np.transpose(out, tuple(range(lead)) + tuple(lead + int(a) for a in back))
+
+    def to_axial(self, image: sitk.Image) -> sitk.Image:
+        """The image on the axial grid (the same voxels and physical positions)."""
+        if self.identity:
+            return image
+        size = image.GetSize()
+        corner = [size[k] - 1 if self.flip[i] else 0 for i, k in enumerate(self.perm)]
+        index = [0, 0, 0]
+        for i, k in enumerate(self.perm):
+            index[k] = corner[i]
+        direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+        new_direction = np.stack([direction[:, k] * (-1.0 if f else 1.0) for k, f in zip(self.perm, self.flip)], axis=1)
+        out = sitk.GetImageFromArray(np.ascontiguousarray(self.array_to_axial(sitk.GetArrayViewFromImage(image))))
+        out.SetSpacing([image.GetSpacing()[k] for k in self.perm])
+        out.SetOrigin(image.TransformIndexToPhysicalPoint(index))
+        out.SetDirection(new_direction.ravel().tolist())
+        return out
+
+    def from_axial(self, axial: sitk.Image, grid: sitk.Image | None = None) -> sitk.Image:
+        """An image on the axial grid back in the axis order of the grid this Orientation was made
+        from: on `grid` itself (copied exactly) when given, else on the same voxels of the axial grid
+        (a grid the task made, e.g. super-resolution's thin slices)."""
+        if self.identity:
+            return axial
+        out = sitk.GetImageFromArray(np.ascontiguousarray(self.array_from_axial(sitk.GetArrayViewFromImage(axial))))
+        if grid is not None:
+            out.CopyInformation(grid)
+            return out
+        spacing = [0.0, 0.0, 0.0]
+        for i, k in enumerate(self.perm):
+            spacing[k] = axial.GetSpacing()[i]
+        size = axial.GetSize()
+        out.SetSpacing(spacing)
+        out.SetOrigin(axial.TransformIndexToPhysicalPoint([size[i] - 1 if f else 0 for i, f in enumerate(self.flip)]))
+        out.SetDirection(self._direction)
+        return out

@@ -73,14 +73,16 @@ def denoise_image(image: sitk.Image, config: DenoiseConfig, model: LoadedModel,
     def noise_of(im: sitk.Image) -> float:
         return estimate_noise_hu(ctio.to_array(im), im.GetSpacing()[:2])
 
-    input_noise = config.noise_level if config.noise_level is not None else noise_of(image)
+    # Estimated on axial slices (prepared.input: the input in the models' orientation), so that the same
+    # scan stored with other axes gets the same estimate.
+    input_noise = config.noise_level if config.noise_level is not None else noise_of(prepared.input)
     if native:
         work_noise = input_noise
     else:
         # The same estimator on both grids gives the factor by which resampling changed the noise;
         # where it finds no flat tissue, white noise averaged over larger voxels falls with the square
         # root of the voxel volume (and interpolation onto smaller voxels leaves it about as it was).
-        before, after = noise_of(image), noise_of(work)
+        before, after = noise_of(prepared.input), noise_of(work)
         if before > 0 and after > 0:
             work_noise = input_noise * (after / before)
         else:

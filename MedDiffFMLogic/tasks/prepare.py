@@ -1,7 +1,9 @@
 """The one place that prepares a task for sampling: every task (denoise, anomaly, inpaint, lesion,
 superres, synthesize) calls `prepare_task`, which
 
-1. checks the region,
+1. checks the region, and brings the input (or the target grid) to the orientation the models were
+   trained in (grids.Orientation: axial, LPS voxel order; permutation and flips only), which
+   `TaskInputs.result` undoes exactly,
 2. chooses the working grid (the input resampled to the model's working spacing, or the input itself
    when its spacing is close enough: grids.working_grid),
 3. puts the input on that grid in the network's units (y),
@@ -26,12 +28,12 @@ from scipy import ndimage
 
 from .. import ctio
 from ..errors import InputError
-from ..grids import working_grid
+from ..grids import Orientation, working_grid
 from ..network import whole_volume_axes
 from ..progress import SILENT, Progress
 from ..regions import check_region, region_index
 from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig
-from ..units import to_unit_tensor, unit_to_image
+from ..units import clamp_physical, physical_range, to_unit_tensor, unit_to_image
 from .common import LoadedModel, air_skip, crop_box, read_anatomy, window_report
 
 
@@ -44,6 +46,9 @@ class TaskInputs:
     region: str
     box: tuple[slice, slice, slice] | None = None  # the part of the working grid sampled (inpaint, lesion)
     generate: torch.Tensor | None = None  # (1, 1, D, H, W) bool in the box: the voxels to be generated
+    input: sitk.Image | None = None  # the input in HU, in the models' orientation (for estimates made on it)
+    returned: sitk.Image | None = None  # the caller's own target grid (target is it in the models' orientation)
+    orientation: Orientation | None = None  # from the caller's target grid to the models' orientation
 
     @property
     def native(self) -> bool:
@@ -56,13 +61,19 @@ class TaskInputs:
 
     def result(self, x: torch.Tensor) -> sitk.Image:
         """The sampler's output x ((1, 1, D, H, W), in [-1, 1]) as HU on the target grid: pasted into the
-        whole working grid when sampled in a box, then resampled linearly when the grids differ."""
+        whole working grid when sampled in a box, then resampled linearly when the grids differ, clamped
+        to physical CT values (units.PHYSICAL_HU, or the input's own range where it is wider), and put
+        back in the caller's axis order."""
         if self.box is not None:
             full = to_unit_tensor(self.work, self.region, x.device)
             full[(slice(None), slice(None), *self.box)] = x
             x = full
         image = unit_to_image(x, self.work, self.region)
-        return image if self.native else ctio.resample_onto(image, self.target, "linear")
+        image = image if self.native else ctio.resample_onto(image, self.target, "linear")
+        image = clamp_physical(image, physical_range(self.input))
+        if self.orientation is None:
+            return image
+        return self.orientation.from_axial(image, self.returned)
 
 
 def prepare_task(
@@ -91,9 +102,30 @@ def prepare_task(
     control: the ControlNet input on the working grid, (C, D, H, W), or a function of the working grid
     that makes it. generate: bool (z, y, x) on the input grid, the voxels to redraw (inpaint, lesion):
     on the working grid it becomes every working voxel an input voxel of it interpolates from, and only
-    a box around it is sampled (crop_box), with only the windows holding some of it."""
+    a box around it is sampled (crop_box), with only the windows holding some of it.
+
+    Orientation: the network runs in voxel order, so a coronal or sagittal stack (or one with reversed
+    axes) would be fed to it sideways. Without a caller's working grid, the input, the target and the
+    mask to generate are permuted and flipped into the models' orientation here, and `result` permutes
+    the output back onto the caller's grid (bit-exact geometry). A caller that hands its own `work`
+    (super-resolution, whose slab axis is the input's z) orients its input itself."""
     check_region(region)
     target = image if target is None else target
+    returned = target
+    orientation = None
+    if work is None:
+        orientation = Orientation(target)
+        if orientation.identity:
+            orientation = None
+        else:
+            same = image is target
+            if image is not None:
+                # The mask is on the input's grid; the input may have a grid of its own (never today).
+                image_orientation = orientation if same else Orientation(image)
+                if generate is not None:
+                    generate = np.ascontiguousarray(image_orientation.array_to_axial(generate))
+                image = image_orientation.to_axial(image)
+            target = image if same else orientation.to_axial(target)
     holds_input = work is None and image is not None  # the working grid is the input (resampled)
     if work is None:
         work = working_grid(image if image is not None else target, model.card.working_spacing, exact=exact_grid)
@@ -125,7 +157,7 @@ def prepare_task(
     factory = model.estimator or SlidingWindowEstimator
     estimator = factory(model.net, shape, conditions, windows, model.device, alphas_cumprod=model.alphas_cumprod)
     window_report(progress, estimator)
-    return TaskInputs(work, target, y, estimator, region, box, unknown)
+    return TaskInputs(work, target, y, estimator, region, box, unknown, image, returned, orientation)
 
 
 def generated_voxels(mask: np.ndarray, image: sitk.Image, work: sitk.Image) -> np.ndarray:

@@ -44,7 +44,7 @@ from ..errors import InputError
 from ..progress import SILENT, Progress
 from ..settings.superres import SuperresConfig, PAPER_FACTOR  # noqa: F401 (the task's config, declared with its settings)
 from ..controls import superres_control
-from ..grids import close_spacing, slab_grid, thick_slices_grid
+from ..grids import Orientation, close_spacing, slab_grid, thick_slices_grid
 from ..regions import check_region
 from ..sampling import make_generator, spaced_timesteps
 from .common import LoadedModel, check_outputs, check_positive, load_model, require_controlnet
@@ -79,7 +79,12 @@ def _slab_operator(image: sitk.Image, grid: sitk.Image) -> SliceAverage:
 
 def super_resolve(image: sitk.Image, config: SuperresConfig, model: LoadedModel,
                   progress: Progress = SILENT) -> sitk.Image:
-    """The super-resolved image on `output_grid(image, ...)`."""
+    """The super-resolved image on `output_grid(image, ...)`, in the input's axis order. The slices are
+    the axial ones: a stack stored with permuted or reversed axes is brought to the models'
+    orientation first (grids.Orientation) and the result back to the input's axis order."""
+    orientation = Orientation(image)
+    if not orientation.identity:
+        return orientation.from_axial(super_resolve(orientation.to_axial(image), config, model, progress))
     check_region(config.region)
     check_positive(steps=config.steps)
     require_controlnet(model, "superres")
