@@ -16,38 +16,65 @@ import sys
 import threading
 from pathlib import Path
 
-from .cli_args import add_common, triple
+from .cli_args import Parser, add_common, triple
 from .errors import InputError, Interrupted, MedDiffFMError
 from .progress import Progress
 from .regions import REGIONS
+from .settings import Setting, check_numbers
 from .settings.commands import COMMANDS
 from .training import commands as training_commands
 
+# phantom's numbers, declared like the tasks' settings so that the one number check covers them.
+PHANTOM = {
+    "region": Setting("chest", "body region of the phantom (default %(default)s)", choices=REGIONS),
+    "size": Setting((96, 96, 64), "voxels X,Y,Z (default 96,96,64)", type=triple(int), minimum=1),
+    "spacing": Setting((2.0, 2.0, 2.5), "mm X,Y,Z (default 2,2,2.5)", type=triple(float), above=0),
+    "lesions": Setting(0, "number of lesions to insert (default 0)", type=int, minimum=0),
+    "dose": Setting(0.25, "dose fraction of the low-dose scan, in (0, 1] (default 0.25)", type=float, above=0,
+                    maximum=1),
+}
+
+
+def version() -> str:
+    """The engine's version: the installed package's, else the checkout's pyproject.toml."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("MedDiffFMLogic")
+    except metadata.PackageNotFoundError:
+        import re
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        found = re.search(r'^version = "([^"]+)"', pyproject.read_text(), re.M) if pyproject.exists() else None
+        return found.group(1) if found else "unknown"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="meddifffm",
         description="MedDiff-FM: one 3D CT diffusion model for head-and-neck, chest and abdomen.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"meddifffm {version()}")
+    # Every command's parser is a Parser (no prefix matching, suggestions), training's included.
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     p = sub.add_parser("models", help="list the models the engine knows")
     p.add_argument("--models-dir", action="append", default=[], help="another folder of model cards")
     p.add_argument("--json", action="store_true", help="print the catalogue as JSON")
-    add_common(p)
+    add_common(p, only=("progress",))  # no model runs: --device, --seed and --force would do nothing
     p.set_defaults(run=lambda args, progress: _models(args))
 
     p = sub.add_parser("phantom", help="write a procedural CT phantom (and its labels, lesions, low-dose scan)")
-    p.add_argument("--region", choices=REGIONS, default="chest")
+    PHANTOM["region"].add_to(p, "region")
     p.add_argument("-o", "--output", required=True, help="CT output (.nii.gz, .nrrd, .mha)")
     p.add_argument("--labels", help="organ label map output (TotalSegmentator class indices)")
-    p.add_argument("--size", type=triple(int), default=(96, 96, 64), help="voxels X,Y,Z (default 96,96,64)")
-    p.add_argument("--spacing", type=triple(float), default=(2.0, 2.0, 2.5), help="mm X,Y,Z (default 2,2,2.5)")
-    p.add_argument("--lesions", type=int, default=0, help="number of lesions to insert")
+    PHANTOM["size"].add_to(p, "size")
+    PHANTOM["spacing"].add_to(p, "spacing")
+    PHANTOM["lesions"].add_to(p, "lesions")
     p.add_argument("--lesion-mask", help="lesion mask output")
     p.add_argument("--low-dose", help="also write a simulated low-dose scan here")
-    p.add_argument("--dose", type=float, default=0.25, help="dose fraction of the low-dose scan (default 0.25)")
-    add_common(p)
+    PHANTOM["dose"].add_to(p, "dose")
+    add_common(p, only=("seed", "progress"))  # no network runs and no input is read
     p.set_defaults(run=lambda args, progress: _phantom(args))
 
     # The tasks and the demo: commands built from their settings' declarations (settings/).
@@ -75,9 +102,13 @@ def _models(args) -> dict[str, str]:
     elif not entries:
         print("no models found (bundled folder, user folder, MEDDIFFFM_MODELS)", file=sys.stderr)
     else:
-        for e in entries:
-            what = f"{e.card.kind:<10} {e.card.licence:<12} {e.card.intended_use}" if e.card else f"BROKEN: {e.problem}"
-            print(f"{e.name:<28} {e.source:<17} {what}")
+        rows = [("NAME", "SOURCE", "KIND", "LICENCE", "INTENDED USE")]
+        rows += [(e.name, e.source, e.card.kind, e.card.licence, e.card.intended_use) if e.card
+                 else (e.name, e.source, "BROKEN", "", e.problem) for e in entries]
+        # Columns as wide as their widest entry, so a long name does not shift the row.
+        widths = [max(len(str(r[k])) for r in rows) for k in range(4)]
+        for row in rows:
+            print("  ".join(f"{str(v):<{w}}" for v, w in zip(row, widths)) + "  " + str(row[4]))
     return {}
 
 
@@ -101,8 +132,6 @@ def _phantom(args) -> dict[str, str]:
     if args.lesion_mask:
         outputs["lesion_mask"] = str(ctio.write_image(phantom.lesion_mask, args.lesion_mask))
     if args.low_dose:
-        if not 0 < args.dose <= 1:
-            raise InputError("--dose must lie in (0, 1]: the fraction of the full dose")
         low = simulate_low_dose(phantom.image, args.dose, seed=args.seed)
         outputs["low_dose"] = str(ctio.write_image(low, args.low_dose))
         noise = measure_noise_hu(phantom.image, low)  # measured on the scan, not assumed from the dose
@@ -142,13 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
+    command_parser = parser.command_parsers()[args.command]
     mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
     progress = Progress(mode)
     force = ctio.allow_unusual_hu() if getattr(args, "force", False) else contextlib.nullcontext()
     try:
+        check_numbers(command_parser, args)  # every number of every command, before any work
         threads = getattr(args, "threads", None)  # None or 0: torch's own choice
-        if threads is not None and threads < 0:
-            raise InputError(f"--threads must be a positive number (0: one per core), got {threads}")
         if threads:
             import torch
 

@@ -10,6 +10,7 @@ conditioning stem must not downsample: one stage, `conditioning_channels` of len
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +68,15 @@ class MedDiffFMControlNet(nn.Module):
         """A fresh ControlNet with the base UNet's encoder weights; its output convolutions stay zero,
         so at first it leaves the base model's output unchanged."""
         net = cls(base.config, config)
-        copy_model_state(net.controlnet, base.unet.state_dict())
+        # MONAI logs "'dst' model updated: 83 of 101 variables." at INFO on its own stdout handler:
+        # bookkeeping, not a message for the user's terminal (nor a line in --progress json's stdout).
+        log = logging.getLogger(copy_model_state.__module__)
+        level = log.level
+        log.setLevel(logging.WARNING)
+        try:
+            copy_model_state(net.controlnet, base.unet.state_dict())
+        finally:
+            log.setLevel(level)
         return net
 
     def forward(self, unet_input, timesteps, control, class_labels, conditioning_scale: float = 1.0):

@@ -113,3 +113,57 @@ def test_results_stay_physical_ct_values(tmp_path, base_card):
     healthy = ctio.to_array(ctio.read_ct(written["healthy"]))
     low = min(PHYSICAL_HU[0], float(ctio.to_array(phantom.image).min()))
     assert healthy.min() >= low
+
+
+# ------------------------------------------------------------------------------------------- numbers and CLI
+
+
+def _json_lines(text: str) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["synthesize", "-o", "{out}", "--steps", "0"], "--steps"),
+    (["synthesize", "-o", "{out}", "--spacing", "0"], "--spacing"),
+    (["synthesize", "-o", "{out}", "--size", "32,0,32"], "--size"),
+    (["denoise", "{ct}", "-o", "{out}", "--zeta", "2"], "--zeta"),
+    (["denoise", "{ct}", "-o", "{out}", "--strength", "nan"], "--strength"),
+    (["anomaly", "{ct}", "-o", "{out}", "--seeds", "0"], "--seeds"),
+    (["inpaint", "{ct}", "--mask", "{ct}", "-o", "{out}", "--overlap", "1"], "--overlap"),
+    (["superres", "{ct}", "-o", "{out}", "--factor", "1"], "--factor"),
+    (["phantom", "-o", "{out}", "--spacing", "-1"], "--spacing"),
+    (["phantom", "-o", "{out}", "--dose", "0"], "--dose"),
+    (["denoise", "{ct}", "-o", "{out}", "--threads", "-1"], "--threads"),
+])
+def test_every_number_is_checked_before_work_with_a_json_error_line(tmp_path, capsys, argv, option):
+    from MedDiffFMLogic.cli import main
+
+    ct = tmp_path / "missing_input.nrrd"  # never read: the numbers are checked first
+    out = tmp_path / "out.nrrd"
+    argv = [a.format(ct=ct, out=out) for a in argv] + ["--progress", "json"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    errors = [line for line in _json_lines(captured.out) if line.get("stage") == "error"]
+    assert len(errors) == 1 and errors[0]["error"].startswith(f"{option} must be")
+    assert "Traceback" not in captured.err and f"error: {option} must be" in captured.err
+    assert not out.exists()
+
+
+def test_a_config_made_in_code_is_checked_too():
+    from MedDiffFMLogic.errors import InputError
+    from MedDiffFMLogic.settings import check_config
+    from MedDiffFMLogic.settings.synthesize import SynthesizeConfig
+
+    check_config(SynthesizeConfig())
+    with pytest.raises(InputError, match="--steps must be at least 1"):
+        check_config(SynthesizeConfig(steps=0))
+
+
+def test_controlnet_initialisation_prints_nothing(capfd):
+    from MedDiffFMLogic.controlnet import ControlNetConfig, MedDiffFMControlNet
+
+    MedDiffFMControlNet.from_base(make_tiny_net(), ControlNetConfig(task="lesion", conditioning_channels=8))
+    captured = capfd.readouterr()
+    assert "model updated" not in captured.out + captured.err

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -34,6 +35,12 @@ class Setting:
     group: str | None = None  # title of the --help section it is listed under
     exclusive: str | None = None  # settings with the same name here exclude each other on the command line
     cli: bool = True  # False: the API's only
+    # Bounds of a number (each of a triple's three), checked for every command before work starts
+    # (check_numbers): at least `minimum`, above `above` (strictly), at most `maximum`, below `below`.
+    minimum: float | None = None
+    above: float | None = None
+    maximum: float | None = None
+    below: float | None = None
 
     def field(self, **changes: Any) -> dataclasses.Field:
         """A dataclass field with this setting's default, carrying the declaration."""
@@ -60,6 +67,43 @@ class Setting:
             if self.choices:
                 kwargs["choices"] = self.choices
         target.add_argument(self.flag_for(name), **kwargs)
+        parser.__dict__.setdefault("_meddifffm_settings", []).append((self.dest_for(name), name, self))
+
+    def problem(self, name: str, value: Any) -> str | None:
+        """What is wrong with `value` for this setting's bounds, or None (None values are the "not
+        given" of optional settings). Infinite and NaN values are out of every bound."""
+        limits = [(b, word, ok) for b, word, ok in (
+            (self.minimum, "at least", lambda v, b: v >= b), (self.above, "above", lambda v, b: v > b),
+            (self.maximum, "at most", lambda v, b: v <= b), (self.below, "below", lambda v, b: v < b),
+        ) if b is not None]
+        if value is None or isinstance(value, bool) or not limits:
+            return None
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if all(isinstance(v, (int, float)) and math.isfinite(v) and all(ok(v, b) for b, _, ok in limits)
+               for v in values):
+            return None
+        shown = ",".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in values)
+        return f"{self.flag_for(name)} must be {' and '.join(f'{word} {b:g}' for b, word, _ in limits)}, got {shown}"
+
+
+def check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every number a command was given, within its declared bounds (Setting.minimum ...): one check
+    for every command, run before any work (cli.main). Raises InputError naming the option."""
+    for dest, name, setting in parser.__dict__.get("_meddifffm_settings", []):
+        problem = setting.problem(name, getattr(args, dest, None))
+        if problem:
+            raise InputError(problem)
+
+
+def check_config(config: Any) -> None:
+    """The same bounds for a config made in code (the API, the demo, the Slicer module)."""
+    for f in dataclasses.fields(config):
+        if "nested" in f.metadata:
+            check_config(getattr(config, f.name))
+        elif "setting" in f.metadata:
+            problem = f.metadata["setting"].problem(f.name, getattr(config, f.name))
+            if problem:
+                raise InputError(problem)
 
 
 def nested(factory: Callable, group: str) -> dataclasses.Field:
@@ -100,9 +144,11 @@ def config_from_args(config: type, args: argparse.Namespace, **given: Any):
         elif "setting" in f.metadata and f.metadata["setting"].cli:
             values[f.name] = getattr(args, f.metadata["setting"].dest_for(f.name))
     try:
-        return config(**values)
+        made = config(**values)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
+    check_config(made)
+    return made
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,14 @@ PAPER_T_START = 950
 @dataclass(frozen=True)
 class AnomalyConfig:
     region: str = REGION.field()
-    t_start: int = Setting(PAPER_T_START, "diffuse to this timestep (default %(default)s, the paper's)", type=int).field()
+    t_start: int = Setting(PAPER_T_START, "diffuse to this timestep (default %(default)s, the paper's)", type=int, minimum=1).field()
     steps: int = steps("anomaly", "DDIM steps back to 0 (default %(default)s)").field()
-    seeds: int = Setting(1, "reconstructions to average (default %(default)s)", type=int).field()  # seeds seed, seed + 1, ...
+    seeds: int = Setting(1, "reconstructions to average (default %(default)s)", type=int, minimum=1).field()  # seeds seed, seed + 1, ...
     threshold: float | None = Setting(  # HU on the map
         None, "HU threshold for --mask-out (default: median + 6 x 1.4826 x MAD of the map in the ROI)", type=float,
-    ).field()
+        above=0).field()
     k_mad: float = Setting(6.0, "the default threshold's multiple of the robust spread", cli=False).field()
-    smooth_mm: float = Setting(2.0, "Gaussian smoothing of the map in mm (default 2)", type=float, flag="--smooth").field()
+    smooth_mm: float = Setting(2.0, "Gaussian smoothing of the map in mm (default 2)", type=float, minimum=0, flag="--smooth").field()
     roi: str | None = Setting(  # a label map on any grid overlapping the image
         None, "label map restricting the map (e.g. an organ segmentation; any grid overlapping the CT), or labels "
               "of the --anatomy map (numbers or TotalSegmentator names, comma separated)").field()

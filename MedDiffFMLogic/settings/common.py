@@ -33,7 +33,7 @@ REGION = Setting("chest", "body region: sets the HU window and the region condit
                  choices=REGIONS)
 ANATOMY = Setting(None, "organ label map of the input (optional condition)")
 MODEL = Setting(DEFAULT_MODEL, "base model name or card (default %(default)s)")
-SEED = Setting(0, "random seed; the same seed repeats the output", type=int, group=COMMON)
+SEED = Setting(0, "random seed; the same seed repeats the output", type=int, minimum=0, group=COMMON)
 DEVICE = Setting("auto", "where to run (default: %(default)s)", choices=DEVICES, group=COMMON)
 PROGRESS = Setting(None, "progress report: a bar (default on a terminal), JSON lines on stdout, or none",
                    choices=PROGRESS_MODES, group=COMMON)
@@ -47,9 +47,9 @@ SKIP_AIR = Setting(
     action="store_true", group=WINDOWS,
 )
 THREADS = Setting(None, "CPU threads for the network (default: torch's, one per core); fewer leaves cores to "
-                        "other work", type=int, group=WINDOWS)
+                        "other work", type=int, minimum=0, group=WINDOWS)
 
 
 def steps(task: str, help: str) -> Setting:
     """The `steps` setting of a task, its default from STEPS."""
-    return Setting(STEPS[task]["default"], help, type=int)
+    return Setting(STEPS[task]["default"], help, type=int, minimum=1)

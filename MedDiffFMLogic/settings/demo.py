@@ -15,7 +15,7 @@ DEMO_MAX_SIZE = (64, 64, 48)
 
 
 def _steps(task: str) -> Setting:
-    return Setting(STEPS[task]["demo"], f"sampling steps of {task} (default %(default)s)", type=int)
+    return Setting(STEPS[task]["demo"], f"sampling steps of {task} (default %(default)s)", type=int, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -30,16 +30,16 @@ class DemoConfig:
     superres_steps: int = _steps("superres").field()
     superres_factor: int | None = Setting(  # None: what the super-resolution ControlNet was trained for
         None, "slab thickness of the super-resolution input, in slices (default: what the ControlNet was trained "
-              "for; 5, the paper's, when its card does not say)", type=int).field()
+              "for; 5, the paper's, when its card does not say)", type=int, minimum=2).field()
     synthesize_steps: int = _steps("synthesize").field()
     train_steps: int = Setting(
-        150, "training steps of the fallback tiny model (only when the bundled models are missing)", type=int,
+        150, "training steps of the fallback tiny model (only when the bundled models are missing)", type=int, minimum=1,
     ).field()
     # torch CPU threads. One by default: the demo's small networks gain little from a second thread, and
     # on a busy 2-core machine two threads spin against other work (a demo with two threads was still
     # in super-resolution after 25 minutes where one thread finished everything in 5.5).
     threads: int | None = Setting(
-        1, "torch CPU threads (default 1; 2 may be faster on an idle 2-core machine)", type=int).field()
+        1, "torch CPU threads (default 1; 2 may be faster on an idle 2-core machine)", type=int, minimum=0).field()
     max_size: tuple[int, int, int] = Setting(DEMO_MAX_SIZE, "phantom voxels (x, y, z) at most", cli=False).field()
 
 

@@ -13,12 +13,12 @@ from .windows import WindowConfig
 class DenoiseConfig:
     region: str = REGION.field()
     noise_level: float | None = Setting(  # HU; None: estimated
-        None, "noise standard deviation of the input in HU (default: estimated from the image)", type=float).field()
-    strength: float = Setting(1.0, "multiplies the noise level: >1 smooths more, <1 less (default 1)", type=float).field()
+        None, "noise standard deviation of the input in HU (default: estimated from the image)", type=float, above=0).field()
+    strength: float = Setting(1.0, "multiplies the noise level: >1 smooths more, <1 less (default 1)", type=float, above=0).field()
     steps: int = steps("denoise", "DiffPIR steps (default %(default)s)").field()  # from t* down to 0 (at most t* + 1)
-    lam: float = Setting(10.0, "DiffPIR lambda (default 10, the paper's)", type=float).field()
+    lam: float = Setting(10.0, "DiffPIR lambda (default 10, the paper's)", type=float, above=0).field()
     zeta: float = Setting(  # 0 deterministic, 1 fresh noise at every step
-        0.0, "DiffPIR zeta in [0, 1] (default 0)", type=float).field()
+        0.0, "DiffPIR zeta in [0, 1] (default 0)", type=float, minimum=0, maximum=1).field()
     keep_detail: bool = Setting(True, "add back thresholded sub-working-grid detail (resampled runs only)",
                                 cli=False).field()
     skip_air: bool = SKIP_AIR.field()

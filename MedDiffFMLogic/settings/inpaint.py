@@ -9,9 +9,9 @@ from .common import ANATOMY, DEVICE, MODEL, REGION, SEED, WINDOWS, steps
 from .windows import WindowConfig
 
 REPAINT = "RePaint sampling"
-LABEL = Setting(None, "the mask's label to use (default: its only non-zero label)", type=int)
-JUMP_LENGTH = Setting(5, "RePaint jump length j (default %(default)s)", type=int, group=REPAINT)
-RESAMPLINGS = Setting(2, "RePaint resamplings r (default %(default)s)", type=int, group=REPAINT)  # 1: none
+LABEL = Setting(None, "the mask's label to use (default: its only non-zero label)", type=int, minimum=1)
+JUMP_LENGTH = Setting(5, "RePaint jump length j (default %(default)s)", type=int, minimum=1, group=REPAINT)
+RESAMPLINGS = Setting(2, "RePaint resamplings r (default %(default)s)", type=int, minimum=1, group=REPAINT)  # 1: none
 ETA = Setting(1.0, "DDIM eta of RePaint's steps", cli=False)
 
 

@@ -16,7 +16,7 @@ class LesionConfig:
     label: int | None = LABEL.field()
     margin_mm: float = Setting(  # how far around the mask the image may change
         3.0, "mm around the mask that may blend; farther voxels are kept bit for bit (default %(default)s)",
-        type=float, flag="--margin").field()
+        type=float, minimum=0, flag="--margin").field()
     steps: int = repaint_steps("lesion")
     jump_length: int = JUMP_LENGTH.field()
     resamplings: int = RESAMPLINGS.field()

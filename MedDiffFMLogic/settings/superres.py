@@ -15,13 +15,13 @@ PAPER_FACTOR = 5.0
 class SuperresConfig:
     region: str = REGION.field()
     factor: float | None = Setting(
-        PAPER_FACTOR, "thin slices per thick slice (default 5, the paper's)", type=float, exclusive="target").field()
+        PAPER_FACTOR, "thin slices per thick slice (default 5, the paper's)", type=float, above=1, exclusive="target").field()
     spacing: float | None = Setting(  # overrides factor
-        None, "target slice spacing in mm (instead of --factor)", type=float, exclusive="target").field()
+        None, "target slice spacing in mm (instead of --factor)", type=float, above=0, exclusive="target").field()
     steps: int = steps("superres", "DiffPIR steps (default %(default)s; paper 100)").field()  # from T - 1
-    sigma_n: float = Setting(1.0, "DiffPIR sigma_n in [-1, 1] units (default 1, the paper's)", type=float).field()
-    lam: float = Setting(1.0, "DiffPIR lambda (default 1, the paper's)", type=float).field()
-    zeta: float = Setting(0.0, "DiffPIR zeta in [0, 1] (default 0)", type=float).field()
+    sigma_n: float = Setting(1.0, "DiffPIR sigma_n in [-1, 1] units (default 1, the paper's)", type=float, above=0).field()
+    lam: float = Setting(1.0, "DiffPIR lambda (default 1, the paper's)", type=float, above=0).field()
+    zeta: float = Setting(0.0, "DiffPIR zeta in [0, 1] (default 0)", type=float, minimum=0, maximum=1).field()
     consistency: bool = Setting(  # make every thick slab's average equal the input exactly
         True, "do not force each thick slab's average to the input", action="store_false",
         flag="--no-consistency").field()

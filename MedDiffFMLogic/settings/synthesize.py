@@ -14,9 +14,9 @@ from .windows import WindowConfig
 class SynthesizeConfig:
     region: str = REGION.field()
     size: tuple[int, int, int] = Setting(  # ignored when anatomy is given
-        (64, 64, 64), "voxels X,Y,Z (default 64,64,64)", type=triple(int)).field()
+        (64, 64, 64), "voxels X,Y,Z (default 64,64,64)", type=triple(int), minimum=1).field()
     spacing: tuple[float, float, float] | None = Setting(  # None: the model's working spacing
-        None, "mm X,Y,Z (default: the model's)", type=triple(float)).field()
+        None, "mm X,Y,Z (default: the model's)", type=triple(float), above=0).field()
     anatomy: str | None = ANATOMY.field(help="organ label map to follow; its grid becomes the output grid")
     model: str = MODEL.field()
     steps: int = steps("synthesize", "sampling steps (default %(default)s)").field()

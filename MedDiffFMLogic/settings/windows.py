@@ -18,11 +18,11 @@ class WindowConfig:
     (autocast; about 2x faster on CPUs with AMX or AVX512-BF16, about 1% relative error in eps), or
     "fp16" (CUDA only). Blending and the sampler's update stay in float32 whatever the precision."""
 
-    size: int | None = Setting(None, "window edge in voxels (default: the model's)", type=int, flag="--window").field()
-    overlap: float = Setting(0.25, "window overlap fraction (default %(default)s)", type=float).field()
+    size: int | None = Setting(None, "window edge in voxels (default: the model's)", type=int, minimum=1, flag="--window").field()
+    overlap: float = Setting(0.25, "window overlap fraction (default %(default)s)", type=float, minimum=0, below=1).field()
     batch: int | None = Setting(
         None, "windows per network call (default: as many as keep the estimated network peak under 1 GiB, at most 4)",
-        type=int, flag="--window-batch",
+        type=int, minimum=1, flag="--window-batch",
     ).field()
     sigma_scale: float = Setting(0.125, "Gaussian blending width relative to the window", cli=False).field()
     precision: str = Setting(
