@@ -166,15 +166,17 @@ def _sigterm_as_interrupt():
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
-    from . import ctio
-
     warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     command_parser = parser.command_parsers()[args.command]
     mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
     progress = Progress(mode)
-    force = ctio.allow_unusual_hu() if getattr(args, "force", False) else contextlib.nullcontext()
+    force = contextlib.nullcontext()
+    if getattr(args, "force", False):
+        from . import ctio  # SimpleITK: only for a command that reads images, not for --help
+
+        force = ctio.allow_unusual_hu()
     try:
         check_numbers(command_parser, args)  # every number of every command, before any work
         threads = getattr(args, "threads", None)  # None or 0: torch's own choice

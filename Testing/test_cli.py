@@ -116,7 +116,7 @@ def test_threads_option_sets_torch_threads_and_refuses_negative(tmp_path, tiny_m
             "--steps", "1", "--progress", "none"]
     assert main([*base, "--threads", "1"]) == 0 and torch.get_num_threads() == 1
     assert main([*base, "--threads", "-1"]) == 1
-    assert "--threads must be a positive number" in capsys.readouterr().err
+    assert "--threads must be at least 0, got -1" in capsys.readouterr().err
 
 
 def test_a_progress_note_is_a_json_line_without_steps_or_a_line_of_text(capsys):
