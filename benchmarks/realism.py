@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/realism.py [--generator-commit REV] [--figures docs/images] [--quick]
     .venv/bin/python benchmarks/realism.py --table OLD.json NEW.json   # a Markdown table, old against new
+    .venv/bin/python benchmarks/realism.py --scanner-noise   # the scanner's noise levels (seeds/scanner.md)
 
 Prints one JSON document (also written to --output, by default benchmarks/results/realism.json, or
 realism_<REV>.json with --generator-commit). The phantoms come from the working tree, or from the
@@ -175,7 +176,7 @@ def _worker(spec_path: str) -> None:
     made = {}
     for name in spec["names"]:
         c = COMPARISONS[name]
-        region, pixel, thick = c["region"], c["pixel"] * factor, c["thickness"]
+        region, pixel, thick = c["region"], c["pixel"] * factor, c["thickness"] * spec.get("thickness_factor", 1.0)
         key = (region, round(pixel, 6), thick)
         if key not in made:
             n_xy = int(round(c["fov_mm"] / pixel))
@@ -247,7 +248,7 @@ def _worker(spec_path: str) -> None:
 def make_phantoms(names, source: Path, out: Path, seed: int, pixel_factor: float, figures: bool) -> None:
     spec = out / "spec.json"
     spec.write_text(json.dumps({"names": list(names), "out": str(out), "seed": seed, "pixel_factor": pixel_factor,
-                                "figures": figures}))
+                                "thickness_factor": 1.0 if pixel_factor == 1.0 else 2.0, "figures": figures}))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(source), str(Path(__file__).resolve().parent)]))
     code = "import sys, realism; realism._worker(sys.argv[1])"
     subprocess.run([sys.executable, "-c", code, str(spec)], check=True, env=env, cwd=str(source))
@@ -451,6 +452,41 @@ def table(old_path: Path, new_path: Path) -> str:
     return "\n".join(lines)
 
 
+def scanner_noise(seed: int = 0) -> dict:
+    """Soft-tissue noise (HU, measured) of phantoms at several doses, pixel sizes and slice thicknesses,
+    and the scanner's cost (seeds/scanner.md has the table)."""
+    sys.path.insert(0, str(ROOT))
+    import SimpleITK as sitk
+
+    from MedDiffFMLogic.phantoms import PhantomConfig, make_phantom, simulate_low_dose
+    from MedDiffFMLogic.phantoms.scanner import measure_noise_hu
+
+    def noise(image, dose, **kw):
+        return round(measure_noise_hu(image, simulate_low_dose(image, dose, seed=1, **kw)), 1)
+
+    out = {}
+    for region in ("abdomen", "chest", "head_neck"):
+        ph = make_phantom(PhantomConfig(region=region, size=(384, 384, 8), spacing=(1.0, 1.0, 1.0), seed=seed))
+        doses = (1.0, 0.5, 0.25, 0.1) if region == "abdomen" else (1.0, 0.25)
+        out[f"{region}_1mm"] = {d: noise(ph.image, d) for d in doses}
+        if region == "abdomen":
+            out["abdomen_thickness_full_dose"] = {t: noise(ph.image, 1.0, slice_thickness_mm=t) for t in (1.0, 2.5, 5.0)}
+            for f in (2, 4):
+                small = sitk.BinShrink(ph.image, (f, f, 1))
+                out[f"abdomen_{f}mm_pixels_1mm_slices"] = {d: noise(small, d) for d in (1.0, 0.25)}
+    ph = make_phantom(PhantomConfig(region="chest", size=(96, 96, 16), spacing=(4.0, 4.0, 5.0), seed=seed))
+    out["chest_4x4x5mm"] = {d: noise(ph.image, d) for d in (1.0, 0.25)}
+    seconds = {}
+    for n, px, nz in ((96, 2.0, 64), (256, 1.5, 1), (512, 0.75, 1)):
+        im = sitk.GetImageFromArray(np.zeros((nz, n, n), np.float32))
+        im.SetSpacing((px, px, 1.0))
+        t0 = time.perf_counter()
+        simulate_low_dose(im, 0.25)
+        seconds[f"{n}x{n}x{nz}"] = round(time.perf_counter() - t0, 2)
+    out["scanner_seconds"] = seconds
+    return out
+
+
 def run(names, *, commit: str | None = None, seed: int = 0, pixel_factor: float = 1.0, figures: Path | None = None,
         cache: Path = DEFAULT_CACHE, download: bool = True, arrays_dir: Path | None = None,
         reuse: bool = False) -> dict:
@@ -495,7 +531,7 @@ def run(names, *, commit: str | None = None, seed: int = 0, pixel_factor: float 
                 entry["phantom"]["lung_vessel_fraction"] = round(fraction, 4)
                 entry["real"]["lung_vessel_fraction"] = f"target {lo:.2f}-{hi:.2f}"
             entry.update({"reference": about, "phantom_region": c["region"], "pixel_mm": round(pixel, 4),
-                          "slice_thickness_mm": c["thickness"], "phantom_grid": info})
+                          "slice_thickness_mm": info["spacing_mm"][2], "phantom_grid": info})
             result["comparisons"][name] = entry
             if figures is not None:
                 figures.mkdir(parents=True, exist_ok=True)
@@ -508,15 +544,19 @@ def main(argv=None) -> int:
     ap.add_argument("--generator-commit", help="measure the phantoms of the engine at this git revision")
     ap.add_argument("--only", nargs="+", choices=list(COMPARISONS), default=list(COMPARISONS))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true", help="4x coarser pixels everywhere (a smoke run, not the measure)")
+    ap.add_argument("--quick", action="store_true", help="4x coarser pixels, 2x thicker slices (a smoke run, not the measure)")
     ap.add_argument("--figures", type=Path, help="write realism_<region>.png here")
     ap.add_argument("--output", type=Path, help="JSON file (default benchmarks/results/realism[_REV].json; '-' for none)")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--arrays", type=Path, help="keep the scanned phantom slices (npz) in this folder")
     ap.add_argument("--reuse", action="store_true", help="with --arrays: measure the slices found there again")
     ap.add_argument("--no-download", action="store_true", help="do not pip-download dicompyler-core's sdist")
+    ap.add_argument("--scanner-noise", action="store_true", help="print the scanner's measured noise levels and exit")
     ap.add_argument("--table", nargs=2, type=Path, metavar=("OLD", "NEW"), help="print a Markdown table and exit")
     args = ap.parse_args(argv)
+    if args.scanner_noise:
+        print(json.dumps(scanner_noise(args.seed), indent=1))
+        return 0
     if args.table:
         print(table(*args.table))
         return 0
