@@ -6,7 +6,27 @@ import numpy as np
 
 from ..anatomy import BODY_LABEL
 from .atlas import _FACE_C, _HEAD_C, _l
-from .shapes import _path, _rotation
+from .shapes import _Fourier, _path, _rotation
+
+
+class _SignedDistance:
+    """f / |grad f| of a ``_Fourier`` field (analytic, clipped to +/-30 mm): about the signed distance
+    (mm) to the field's zero set, smooth enough to interpolate from a coarse grid (the sulci)."""
+
+    def __init__(self, field: _Fourier):
+        self.f = field
+
+    def __call__(self, x, y, z):
+        shape = np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(z))
+        v = np.zeros(shape, dtype=np.float32)
+        g = [np.zeros(shape, dtype=np.float32) for _ in range(3)]
+        for (kx, ky, kz), ph in zip(self.f.k, self.f.phase):
+            arg = np.float32(kx) * x + np.float32(ky) * y + np.float32(kz) * z + np.float32(ph)
+            v += np.cos(arg)
+            s = np.sin(arg)
+            for gi, ki in zip(g, (kx, ky, kz)):
+                gi -= np.float32(ki) * s
+        return np.clip(v / np.maximum(np.sqrt(g[0] ** 2 + g[1] ** 2 + g[2] ** 2), 1e-3), -30.0, 30.0)
 
 
 class HeadNeckMixin:
@@ -74,45 +94,93 @@ class HeadNeckMixin:
         cv.put(sl, base, label=_l("skull"), hu=self.t["skull_table"][0] * 0.75, tex=self.t["diploe"][1])
         cv.put(sl, (rho_i < 1.0) & (Z < floor) & (Z >= floor - 6.0) & fm, label=BODY_LABEL, hu=self.t["csf"][0],
                tex=self.t["csf"][1])
-        self._brain(cv, sl, hc, k, rho_i, floor)
+        self._brain(cv, sl, hc, k, rho_i, floor, inner)
         self._face(cv, k)
         self._sinuses(cv, k)
         self._jaw(cv, k)
 
-    def _brain(self, cv, sl, hc, k, rho_i, floor):
+    def _head_fields(self):
+        """The head's own random fields (gyri, air cells), from a stream seeded by the head's draws, so
+        adding them leaves every other region's anatomy unchanged; built once per body."""
+        if getattr(self, "_hf", None) is None:
+            rng = np.random.default_rng(np.frombuffer(np.asarray(self.head_jit, np.float64).tobytes(), np.uint32))
+            gyri = _Fourier(rng, 24, (15.0, 24.0))  # sulci are its zero set: gyri ~6-12 mm wide
+            self._hf = {"gyri": gyri, "sulci": _SignedDistance(gyri),
+                        "sulcal_depth": _Fourier(rng, 8, (40.0, 80.0)),
+                        "cells": _Fourier(rng, 24, (5.0, 9.0)),
+                        "atrophy": rng.uniform(0.0, 1.0)}
+        return self._hf
+
+    def _brain(self, cv, sl, hc, k, rho_i, floor, inner):
+        """Cerebrum with a folded cortical ribbon, cerebellum, ventricles, deep grey nuclei, brain stem.
+
+        The sulci are the zero set of a smooth random field (distance |g| / |grad g|), cut to a depth
+        below the brain surface; grey matter is the 2.5-3.5 mm next to any CSF surface (the outer surface,
+        the sulci, the interhemispheric fissure, the tentorium and the skull base), white matter below.
+        """
+        hf = self._head_fields()
         X, Y, Z = cv.coords(sl)
-        yrel = Y - hc[1]
-        # brain: grey and white matter, sulci, ventricles, deep grey nuclei, cerebellum, brain stem
+        xr, yrel, zr = X - np.float32(hc[0]), Y - np.float32(hc[1]), Z - np.float32(hc[2])
         brain = (rho_i < 1.0) & (Z >= floor)
-        fold = self.brain_fold(X, Y, Z)
-        white = rho_i < 0.78 + 0.05 * fold
+        # distance (mm) below the inner table: (1 - rho) / |grad rho|, and above the floor of the fossae
+        grad = np.sqrt((xr / inner[0] ** 2) ** 2 + (yrel / inner[1] ** 2) ** 2 + (zr / inner[2] ** 2) ** 2)
+        d_vault = (1.0 - rho_i) * rho_i / np.maximum(grad, 1e-4)
+        # tentorium: a tent over the posterior fossa, highest in front in the midline, lower behind and aside
+        tent = (hc[2] + np.interp(yrel, [8.0, 30.0, 90.0], [-14.0, -22.0, -38.0])
+                - 10.0 * np.clip(np.abs(xr) / 60.0, 0.0, 1.0) ** 2)
+        post = yrel > 8.0
+        cereb = brain & post & (Z < tent)
+        d_surf = np.minimum(d_vault, Z - floor)
+        d_surf = np.where(post & ~cereb, np.minimum(d_surf, Z - tent), d_surf)
+        sas = 1.2 + 1.2 * hf["atrophy"]  # subarachnoid space over the convexity (mm)
+        # sulci
+        g = cv.smooth(hf["sulci"], 20.0)[sl]
+        d_sulc = np.abs(g)
+        g = g / np.float32(30.0)
+        depth = 18.0 + 6.0 * cv.smooth(hf["sulcal_depth"], 40.0)[sl]
+        w_sulc = 0.5 + 0.5 * hf["atrophy"]
+        d_sulc = np.where(d_surf < depth, d_sulc, np.inf)
+        # interhemispheric fissure: down to the corpus callosum in the middle, the whole height in front
+        # and behind
+        fiss = (zr > 14.0) | (yrel < -38.0) | (yrel > 40.0)
+        d_mid = np.where(fiss & ~cereb, np.abs(xr), np.inf)
+        d_csf = np.minimum(np.minimum(d_surf - sas, d_sulc - w_sulc), d_mid - 1.0)
+        ribbon = 2.5 + 0.8 * np.clip(cv.smooth(self.brain_fold, 14.0)[sl], -1.0, 1.0)
         gm, gt = self.t["grey"]
         wm = self.t["white"][0]
-        hu = np.where(white, wm, gm).astype(np.float32)
-        sulci = (rho_i > 0.86) & (self.brain_sulci(X, Y, Z) > 1.05)
-        hu = np.where(sulci, self.t["csf"][0], hu)
-        hu = np.where(rho_i > 0.975, self.t["csf"][0], hu)  # subarachnoid space under the vault
-        cereb = (yrel > 18.0) & (Z < floor + 32.0)
-        hu = np.where(cereb & ~(rho_i > 0.975), self.t["deep_grey"][0], hu)
+        csf = self.t["csf"][0]
+        hu = np.where(d_csf < 0.0, csf, np.where(d_csf < ribbon, gm, wm)).astype(np.float32)
+        # cerebellum: grey cortex in fine folia (1.5-2 mm striations of thin CSF), a white core
+        ccent = np.array([hc[0], hc[1] + 52.0, hc[2] - 46.0])
+        rc = np.sqrt((xr / 48.0) ** 2 + ((Y - ccent[1]) / 30.0) ** 2 + ((Z - ccent[2]) / 26.0) ** 2)
+        folia = np.cos(np.float32(2.0 * np.pi / 2.2) * rc * 28.0 + 3.0 * g)
+        chu = np.where(rc < 0.45 + 0.1 * g, wm + 2.0, self.t["deep_grey"][0] + 2.0 * folia).astype(np.float32)
+        chu = np.where((folia > 0.85) & (rc > 0.5), csf + 15.0, chu)
+        chu = np.where(np.minimum(Z - floor, tent - Z) < sas, csf, chu)
+        hu = np.where(cereb, chu, hu)
         cv.put(sl, brain, label=_l("brain"), hu=hu, tex=gt)
+        # vermis cleft behind, fourth ventricle in front of the cerebellum
+        sl2, r2 = cv.ellipsoid(hc + np.array([0.0, 34.0, -44.0]) * k, np.array([5.0, 4.0, 8.0]) * k)
+        self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == _l("brain")), _l("brain"), "csf")
         for side in (1.0, -1.0):
-            sl2, r2 = cv.ellipsoid(hc + np.array([side * 11.0, -4.0, 8.0]) * k, np.array([5.5, 30.0, 9.0]) * k,
-                                   _rotation(0, 0, -12.0))
-            self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == _l("brain")), _l("brain"), "csf")
-            sl2, r2 = cv.ellipsoid(hc + np.array([side * 21.0, 2.0, -8.0]) * k, np.array([9.0, 17.0, 9.0]) * k)
-            self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == _l("brain")), _l("brain"), "deep_grey")
+            # deep grey: lentiform nucleus, thalamus, head of the caudate beside the frontal horn
+            for c, semi in (((side * 22.0, 0.0, -6.0), (7.0, 15.0, 9.0)), ((side * 9.0, 14.0, -4.0), (7.0, 12.0, 8.0)),
+                            ((side * 15.0, -16.0, 6.0), (5.0, 8.0, 8.0))):
+                sl2, r2 = cv.ellipsoid(hc + np.array(c) * k, np.array(semi) * k)
+                self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == _l("brain")), _l("brain"), "deep_grey")
             # lateral ventricles: frontal horn and body (a butterfly in axial), occipital horn
-            for c, semi, roll in (((side * 9.0, -22.0, 10.0), (7.0, 14.0, 7.0), -20.0),
-                                  ((side * 15.0, 8.0, 14.0), (6.0, 20.0, 5.0), 0.0),
-                                  ((side * 20.0, 34.0, 4.0), (5.0, 12.0, 6.0), 25.0)):
-                sl2, r2 = cv.ellipsoid(hc + np.array(c) * k, np.array(semi) * k, _rotation(side * 10.0, 0, roll))
+            vs = 1.0 + 0.35 * hf["atrophy"]
+            for c, semi, roll in (((side * 8.0, -22.0, 10.0), (5.0, 14.0, 7.0), -20.0),
+                                  ((side * 11.0, 8.0, 14.0), (5.0, 20.0, 5.0), 0.0),
+                                  ((side * 18.0, 34.0, 4.0), (4.0, 12.0, 6.0), 25.0)):
+                sl2, r2 = cv.ellipsoid(hc + np.array(c) * k, np.array(semi) * k * vs, _rotation(side * 10.0, 0, roll))
                 self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == _l("brain")), _l("brain"), "csf")
         sl2, r2 = cv.ellipsoid(hc + np.array([0.0, 4.0, -6.0]) * k, np.array([2.0, 14.0, 9.0]) * k)  # third ventricle
         self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == _l("brain")), _l("brain"), "csf")
         pts, r = _path([hc + (0.0, 26.0, -62.0), hc + (0.0, 20.0, -40.0), hc + (0.0, 10.0, -20.0)], 11.0)
         blk, nd = cv.tube(pts, r)
         if blk is not None:
-            self._fill(cv, blk, (nd < 1.0) & (cv.lab[blk] != _l("skull")), _l("brain"), "cord")
+            self._fill(cv, blk, (nd < 1.0) & (cv.lab[blk] == _l("brain")), _l("brain"), "cord")
 
     def _air_cells(self, cv, centre, semi, cell: float, porosity: float = 0.3):
         """A bony region riddled with air cells (mastoid, ethmoid): bone septa around air, label skull."""
