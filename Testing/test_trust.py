@@ -130,7 +130,7 @@ def _json_lines(text: str) -> list[dict]:
     (["synthesize", "-o", "{out}", "--size", "32,0,32"], "--size"),
     (["denoise", "{ct}", "-o", "{out}", "--zeta", "2"], "--zeta"),
     (["denoise", "{ct}", "-o", "{out}", "--strength", "nan"], "--strength"),
-    (["anomaly", "{ct}", "-o", "{out}", "--seeds", "0"], "--seeds"),
+    (["anomaly", "{ct}", "-o", "{out}", "--reconstructions", "0"], "--reconstructions"),
     (["inpaint", "{ct}", "--mask", "{ct}", "-o", "{out}", "--overlap", "1"], "--overlap"),
     (["superres", "{ct}", "-o", "{out}", "--factor", "1"], "--factor"),
     (["phantom", "-o", "{out}", "--spacing", "-1"], "--spacing"),
@@ -232,3 +232,25 @@ def test_building_the_command_line_imports_no_torch():
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_the_numbers_that_matter_reach_a_terminal(tmp_path, base_card, capsys):
+    from MedDiffFMLogic.cli import main
+
+    phantom = make_phantom(PhantomConfig(region="chest", size=(32, 32, 16), spacing=(4.0, 4.0, 4.0), seed=6))
+    ct = ctio.write_image(sitk.AdditiveGaussianNoise(phantom.image, 20.0, 0.0, 3), tmp_path / "ct.nrrd")
+    common = ["--model", base_card, "--steps", "2", "--progress", "bar"]
+    assert main(["denoise", str(ct), "-o", str(tmp_path / "d.nrrd"), *common]) == 0
+    err = capsys.readouterr().err
+    assert "noise: noise level" in err and "(estimated" in err and "sampling starts at timestep" in err
+    assert "changed: " in err and "of the voxels changed by more than" in err
+    assert main(["anomaly", str(ct), "-o", str(tmp_path / "m.nrrd"), "--t-start", "200", *common]) == 0
+    err = capsys.readouterr().err
+    assert "anomaly: score" in err and "threshold" in err and "voxels above it" in err
+
+
+def test_anomaly_count_of_reconstructions_is_not_one_letter_from_seed():
+    from MedDiffFMLogic.cli import build_parser
+
+    options = [s for a in build_parser().command_parsers()["anomaly"]._actions for s in a.option_strings]
+    assert "--seed" in options and "--reconstructions" in options and "--seeds" not in options

@@ -18,7 +18,9 @@ class AnomalyConfig:
     region: str = REGION.field()
     t_start: int = Setting(PAPER_T_START, "diffuse to this timestep (default %(default)s, the paper's)", type=int, minimum=1).field()
     steps: int = steps("anomaly", "DDIM steps back to 0 (default %(default)s)").field()
-    seeds: int = Setting(1, "reconstructions to average (default %(default)s)", type=int, minimum=1).field()  # seeds seed, seed + 1, ...
+    # The option is not --seeds: one letter from --seed, which it is not (issue 15).
+    seeds: int = Setting(1, "reconstructions to average, from seeds --seed, --seed + 1, ... (default %(default)s)",
+                         type=int, minimum=1, flag="--reconstructions").field()  # seeds seed, seed + 1, ...
     threshold: float | None = Setting(  # HU on the map
         None, "HU threshold for --mask-out (default: median + 6 x 1.4826 x MAD of the map in the ROI)", type=float,
         above=0).field()

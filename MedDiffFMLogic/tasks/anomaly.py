@@ -113,6 +113,10 @@ def run(config: AnomalyConfig, input: str | os.PathLike, output: str | os.PathLi
         roi = read_roi(config.roi, image, list(config.roi_labels) if config.roi_labels else None)
     model = load_model(config.model, config.device, estimator=estimator)
     result = anomaly_map(image, config, model, roi, progress)
+    flagged = int(sitk.GetArrayViewFromImage(result.mask).sum())
+    how = "given" if config.threshold is not None else f"median + {config.k_mad:g} x 1.4826 MAD of the map"
+    progress.note("anomaly", f"score {result.score:.1f} HU (the map's largest value{' in the ROI' if roi is not None else ''}); "
+                             f"threshold {result.threshold:.1f} HU ({how}); {flagged} voxels above it")
     progress.start("write", 1, f"threshold {result.threshold:.1f} HU, score {result.score:.1f} HU")
     written = {"map": str(ctio.write_image(result.map, output))}
     if mask_out is not None:

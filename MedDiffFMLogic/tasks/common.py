@@ -177,3 +177,17 @@ def check_positive(**values) -> None:
     for name, value in values.items():
         if value is not None and not value >= 1:
             raise InputError(f"{name} must be at least 1, got {value}")
+
+
+# A change smaller than this is rounding (integer outputs, float32 round trips), not a change.
+CHANGE_HU = 0.5
+
+
+def report_change(progress, before: sitk.Image, after: sitk.Image) -> None:
+    """How much a task changed the input, as a note: on the terminal (the bar's mode) and in --progress
+    json, so that an output that barely changed (or changed everywhere) does not pass unseen."""
+    difference = np.abs(ctio.to_array(after).astype(np.float64) - ctio.to_array(before))
+    changed = difference > CHANGE_HU
+    mean = float(difference[changed].mean()) if changed.any() else 0.0
+    progress.note("changed", f"{changed.mean():.1%} of the voxels changed by more than {CHANGE_HU:g} HU "
+                             f"(mean change there {mean:.1f} HU, largest {float(difference.max()):.0f} HU)")

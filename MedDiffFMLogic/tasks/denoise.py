@@ -41,7 +41,7 @@ from ..settings.denoise import DenoiseConfig  # noqa: F401 (the task's config, d
 from ..regions import HU_WINDOWS, check_region, hu_per_unit
 from ..sampling import make_generator, spaced_timesteps
 from ..schedules import timestep_for_noise_level
-from .common import LoadedModel, check_outputs, check_positive, load_model
+from .common import LoadedModel, check_outputs, check_positive, load_model, report_change
 from .prepare import prepare_task
 
 
@@ -145,6 +145,10 @@ def run(config: DenoiseConfig, input: str | os.PathLike, output: str | os.PathLi
     image = ctio.read_ct(input)
     model = load_model(config.model, config.device, estimator=estimator)
     result, info = denoise_image(image, config, model, progress)
+    how = "given" if config.noise_level is not None else "estimated"
+    progress.note("noise", f"noise level {info.noise_level_hu:.1f} HU ({how}, x{config.strength:g} strength); "
+                           f"sampling starts at timestep {info.t_start} and runs {len(info.timesteps)} steps")
+    report_change(progress, image, result)
     progress.start("write", 1, f"noise {info.noise_level_hu:.1f} HU, t*={info.t_start}")
     path = ctio.write_image(result, output)
     progress.step(1)

@@ -40,7 +40,7 @@ from ..settings.inpaint import InpaintConfig  # noqa: F401 (the task's config, d
 from ..controls import lesion_control
 from ..regions import check_region
 from ..sampling import WindowConfig, make_generator
-from .common import LoadedModel, check_outputs, check_positive, load_model, require_controlnet
+from .common import LoadedModel, check_outputs, check_positive, load_model, report_change, require_controlnet
 from .prepare import mask_on_grid, prepare_task
 from .masks import read_mask
 
@@ -123,6 +123,7 @@ def run(config: InpaintConfig, input: str | os.PathLike, mask: str | os.PathLike
         anatomy=config.anatomy, control_mask=region_mask if config.controlnet else None, progress=progress,
     )
     result = compose(image, generated, region_mask, input_pixel_id(input))
+    report_change(progress, image, result)
     outputs = {"image": str(ctio.write_image(result, output))}
     if change_mask is not None:
         outputs["change_mask"] = str(ctio.write_image(ctio.from_array(region_mask.astype(np.uint8), image), change_mask))

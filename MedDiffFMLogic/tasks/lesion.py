@@ -24,7 +24,7 @@ from .. import ctio
 from ..errors import InputError
 from ..progress import SILENT, Progress
 from ..settings.lesion import LesionConfig  # noqa: F401 (the task's config, declared with its settings)
-from .common import LoadedModel, check_outputs, load_model, require_controlnet
+from .common import LoadedModel, check_outputs, load_model, report_change, require_controlnet
 from .inpaint import compose, input_pixel_id, regenerate
 from .masks import read_mask
 
@@ -62,6 +62,7 @@ def run(config: LesionConfig, input: str | os.PathLike, mask: str | os.PathLike,
     lesion = read_mask(mask, image, config.label, what="lesion mask")
     model = load_model(config.model, config.device, config.controlnet, estimator=estimator)
     result, changed = generate_lesion(image, lesion, config, model, input_pixel_id(input), progress)
+    report_change(progress, image, result)
     written = {"image": str(ctio.write_image(result, output))}
     if change_mask is not None:
         written["change_mask"] = str(ctio.write_image(ctio.from_array(changed.astype(np.uint8), image), change_mask))
