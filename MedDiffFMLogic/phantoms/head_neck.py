@@ -71,33 +71,67 @@ class HeadNeckMixin:
             return
         X, Y, Z = cv.coords(sl)
         rho_i = np.sqrt(((X - hc[0]) / inner[0]) ** 2 + ((Y - hc[1]) / inner[1]) ** 2 + ((Z - hc[2]) / inner[2]) ** 2)
-        yrel = Y - hc[1]
-        # cranial floor: anterior fossa (orbital roofs), middle fossa (deeper laterally), posterior fossa
-        floor = hc[2] + np.interp(yrel, [-100.0, -44.0, -22.0, 6.0, 28.0, 120.0], [-23.0, -23.0, -42.0, -42.0, -62.0, -62.0])
-        middle = np.interp(yrel, [-44.0, -22.0, 6.0, 28.0], [0.0, 1.0, 1.0, 0.0])
-        floor = floor - 16.0 * middle * np.clip((np.abs(X - hc[0]) - 12.0) / 30.0, 0.0, 1.0)
-        # the posterior fossa is a bowl: its floor rises towards the sides and the back
-        post = np.interp(yrel, [12.0, 22.0], [0.0, 1.0])
-        floor = floor + post * (16.0 * np.clip(np.abs(X - hc[0]) / 55.0, 0.0, 1.0) ** 2
-                                + 14.0 * np.clip((yrel - 22.0) / 60.0, 0.0, 1.0) ** 2)
+        floor, thick, petrous = self._skull_base(X - np.float32(hc[0]), Y - np.float32(hc[1]), hc, k)
         # below the skull base: deep soft tissue of the face and upper neck
-        under = (rho_o < 1.0) & (Z < floor - 6.0) & (cv.lab[sl] == BODY_LABEL) & (cv.hu[sl] > -500.0)
+        under = (rho_o < 1.0) & (Z < floor - thick) & (cv.lab[sl] == BODY_LABEL) & (cv.hu[sl] > -500.0)
         self._fill(cv, sl, under, BODY_LABEL, "muscle")
         # skull vault: outer table, diploe, inner table
-        vault = (rho_o < 1.0) & (rho_i >= 1.0) & (Z >= floor - 6.0)
+        vault = (rho_o < 1.0) & (rho_i >= 1.0) & (Z >= floor - thick)
         depth = (1.0 - rho_o) / max(1.0 - inner.min() / outer.min(), 1e-3)
         hu = np.where((depth > 0.3) & (depth < 0.7), self.t["diploe"][0], self.t["skull_table"][0]).astype(np.float32)
         cv.put(sl, vault, label=_l("skull"), hu=hu, tex=self.t["diploe"][1])
-        # skull base with the foramen magnum
-        fm = ((X - hc[0]) ** 2 + (Y - (hc[1] + 26.0)) ** 2) < 15.0**2
-        base = (rho_i < 1.0) & (Z < floor) & (Z >= floor - 6.0) & ~fm
-        cv.put(sl, base, label=_l("skull"), hu=self.t["skull_table"][0] * 0.75, tex=self.t["diploe"][1])
-        cv.put(sl, (rho_i < 1.0) & (Z < floor) & (Z >= floor - 6.0) & fm, label=BODY_LABEL, hu=self.t["csf"][0],
-               tex=self.t["csf"][1])
+        # skull base: cortical plates over a diploic core where it is thick, the petrous bone dense throughout
+        xr, yrel = X - np.float32(hc[0]), Y - np.float32(hc[1])
+        fm = (xr / 15.0) ** 2 + ((yrel - 27.0 * k) / 18.0) ** 2 < 1.0  # foramen magnum
+        base = (rho_i < 1.0) & (Z < floor) & (Z >= floor - thick)
+        core = (Z < floor - 1.8) & (Z > floor - thick + 1.8)
+        hu = np.where(core, self.t["diploe"][0], self.t["skull_table"][0])
+        hu = np.where(petrous > 0.5, self.t["skull_table"][0] * 1.1, hu).astype(np.float32)
+        cv.put(sl, base & ~fm, label=_l("skull"), hu=hu, tex=self.t["diploe"][1])
+        cv.put(sl, base & fm, label=BODY_LABEL, hu=self.t["csf"][0], tex=self.t["csf"][1])
         self._brain(cv, sl, hc, k, rho_i, floor, inner)
         self._face(cv, k)
         self._sinuses(cv, k)
         self._jaw(cv, k)
+
+    def _skull_base(self, xr, yrel, hc, k):
+        """Height (nominal z) of the cranial floor, the bone's thickness below it (mm) and the petrous
+        weight, at head-relative x, y: the anterior fossa over the orbits (domed orbital roofs, the
+        cribriform groove in the midline), the step down along the sphenoid ridges into the middle fossa
+        (deeper laterally), the petrous ridges running obliquely (postero-lateral to antero-medial) up to a
+        crest and steeply down into the bowl of the posterior fossa; in the midline the sella turcica,
+        the dorsum sellae and the clivus sloping down to the foramen magnum."""
+        ax = np.abs(xr) / np.float32(k)
+        y = yrel / np.float32(k)
+
+        def sig(t):
+            return 0.5 * (1.0 + np.tanh(t))
+
+        # anterior fossa: orbital roofs bulge up over the orbits
+        ant = -22.0 + 4.0 * np.exp(-(((ax - 30.0) / 13.0) ** 2)) - 4.0 * np.exp(-((ax / 5.0) ** 2))
+        # sphenoid ridge (lesser wing) from (8, -20) to (55, -30): signed distance, + behind it
+        d1 = ((y + 20.0) * 47.0 - (ax - 8.0) * -10.0) / np.hypot(47.0, 10.0)
+        mid = -40.0 - 16.0 * np.clip((ax - 14.0) / 30.0, 0.0, 1.0)
+        # petrous ridge from its apex (14, 2) to (58, 34): signed distance, + postero-medially
+        d2 = ((ax - 14.0) * 32.0 - (y - 2.0) * 44.0) / np.hypot(44.0, 32.0)
+        d2 = -d2
+        crest = -34.0 - 4.0 * np.clip((ax - 14.0) / 44.0, 0.0, 1.0)
+        post = -62.0 + 16.0 * np.clip(ax / 55.0, 0.0, 1.0) ** 2 + 14.0 * np.clip((y - 22.0) / 60.0, 0.0, 1.0) ** 2
+        # middle fossa rising gently to the crest, the crest falling steeply into the posterior fossa
+        up = np.clip(1.0 + d2 / 14.0, 0.0, 1.0) ** 2
+        lat = np.where(d2 < 0.0, mid + (crest - mid) * up, crest + (post - crest) * sig(d2 / 2.5 - 1.2))
+        lat = ant + (lat - ant) * sig(d1 / 2.0)
+        # the midline: planum, tuberculum, sella, dorsum sellae, clivus, then the posterior fossa
+        cen = np.interp(y, [-100.0, -24.0, -16.0, -11.0, -6.0, -2.0, 0.0, 3.0, 16.0],
+                        [-24.0, -24.0, -30.0, -42.0, -42.0, -30.0, -28.0, -38.0, -70.0]).astype(np.float32)
+        cen = np.where(y > 16.0, post, cen)
+        w = sig((13.0 - ax) / 3.0)
+        floor = hc[2] + (cen * w + lat * (1.0 - w)) * np.float32(k)
+        # thickness: thin orbital roofs, a massive petrous pyramid, a thick clivus, the occipital bowl
+        petrous = np.exp(-((d2 / 7.0) ** 2)) * sig((ax - 12.0) / 2.0) * sig((62.0 - ax) / 3.0) * sig((y + 8.0) / 3.0)
+        clivus = w * sig((y - 1.0) / 2.0) * sig((18.0 - y) / 2.0)
+        thick = 3.0 + 1.5 * sig(d1 / 3.0) + 20.0 * petrous + 9.0 * clivus
+        return floor.astype(np.float32), (thick * k).astype(np.float32), petrous
 
     def _head_fields(self):
         """The head's own random fields (gyri, air cells), from a stream seeded by the head's draws, so
