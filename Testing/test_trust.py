@@ -254,3 +254,17 @@ def test_anomaly_count_of_reconstructions_is_not_one_letter_from_seed():
 
     options = [s for a in build_parser().command_parsers()["anomaly"]._actions for s in a.option_strings]
     assert "--seed" in options and "--reconstructions" in options and "--seeds" not in options
+
+
+def test_an_empty_anomaly_mask_under_a_high_map_is_flagged(tmp_path, base_card):
+    from MedDiffFMLogic.tasks import anomaly
+
+    phantom = make_phantom(PhantomConfig(region="chest", size=(32, 32, 16), spacing=(4.0, 4.0, 4.0), lesions=1,
+                                         seed=8, lesion_radius_mm=(8.0, 10.0)))
+    model = load_model(base_card, "cpu")
+    config = anomaly.AnomalyConfig(steps=2, t_start=200, seed=1)
+    found = anomaly.anomaly_map(phantom.image, config, model)
+    assert found.score > found.threshold  # the automatic threshold flags something
+    too_high = anomaly.AnomalyConfig(steps=2, t_start=200, seed=1, threshold=found.score + 10.0)
+    with pytest.warns(UserWarning, match="the anomaly mask is empty"):
+        anomaly.anomaly_map(phantom.image, too_high, model)

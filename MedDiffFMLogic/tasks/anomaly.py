@@ -24,6 +24,7 @@ pretrained model denoise it back into a pseudo-healthy image, and take the resid
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,15 +80,19 @@ def anomaly_map(image: sitk.Image, config: AnomalyConfig, model: LoadedModel,
     if roi is not None:
         residual[~roi] = 0.0
     inside = residual[roi] if roi is not None else residual.ravel()
-    if config.threshold is not None:
-        threshold = float(config.threshold)
-    else:
-        median = float(np.median(inside))
-        mad = float(np.median(np.abs(inside - median)))
-        # A floor of 1 HU keeps a perfectly reconstructed (flat) map from flagging rounding noise.
-        threshold = max(median + config.k_mad * 1.4826 * mad, 1.0)
+    median = float(np.median(inside))
+    mad = float(np.median(np.abs(inside - median)))
+    # A floor of 1 HU keeps a perfectly reconstructed (flat) map from flagging rounding noise.
+    automatic = max(median + config.k_mad * 1.4826 * mad, 1.0)
+    threshold = float(config.threshold) if config.threshold is not None else automatic
     mask = residual > threshold
     score = float(inside.max())
+    if not mask.any() and score > automatic:
+        # A given threshold above every value of a map that does stand out: an empty mask that looks
+        # like "nothing found" would be a silent wrong answer.
+        warnings.warn(f"the anomaly mask is empty: --threshold {threshold:g} HU is above the whole map, which "
+                      f"reaches {score:.1f} HU (the automatic threshold would be {automatic:.1f} HU); "
+                      "lower --threshold or leave it out")
     # Where the input lies beyond the window (bone in a soft-tissue window) the model cannot say
     # anything: the healthy image keeps the input there.
     original = ctio.to_array(image)
