@@ -268,3 +268,17 @@ def test_an_empty_anomaly_mask_under_a_high_map_is_flagged(tmp_path, base_card):
     too_high = anomaly.AnomalyConfig(steps=2, t_start=200, seed=1, threshold=found.score + 10.0)
     with pytest.warns(UserWarning, match="the anomaly mask is empty"):
         anomaly.anomaly_map(phantom.image, too_high, model)
+
+
+def test_an_oblique_grid_keeps_the_nearest_axis_permutation():
+    angle = 0.3
+    rotation = (np.cos(angle), -np.sin(angle), 0.0, np.sin(angle), np.cos(angle), 0.0, 0.0, 0.0, 1.0)
+    image = sitk.Image([6, 5, 4], sitk.sitkFloat32)
+    image.SetDirection(rotation)
+    assert Orientation(image).identity  # close enough to axial: left as it is
+    stored = _sideways(image)
+    orientation = Orientation(stored)
+    axial = orientation.to_axial(stored)
+    np.testing.assert_allclose(axial.GetDirection(), rotation, atol=1e-12)  # the oblique tilt itself stays
+    assert axial.GetSize() == image.GetSize()
+    assert np.allclose(axial.TransformIndexToPhysicalPoint((0, 0, 0)), image.TransformIndexToPhysicalPoint((0, 0, 0)))
