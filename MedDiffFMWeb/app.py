@@ -181,16 +181,19 @@ class MedDiffFMWebApp(TrameApp):
 
         self._guard(make)
 
-    def show_result(self, node_id):
+    async def show_result(self, node_id):
         item = next((r for r in self.session.results if r.node_id == node_id), None)
         if item is not None:
             self.session.show_result(item)
         elif node_id == self.state.input_id and self.session.input_node is not None:
             self.session.show_volume(self.session.input_node, in_3d=False)
+        await self._render_again()
 
-    def apply(self):
+    def apply(self, task: str | None = None):
         s = self.state
-        task = s.task
+        # The page sends the task it shows with the click: its panel change may reach the server after it.
+        task = task if task in TASKS else s.task
+        s.task = task
         mask = s.roi_id if task == "anomaly" else s.mask_id
 
         def start():
@@ -229,6 +232,15 @@ class MedDiffFMWebApp(TrameApp):
                 self.state.status = f"Done in {time.monotonic() - started:.0f} s: {names}"
             self.state.running, self.state.progress_busy = False, False
             self._refresh_lists()
+        await self._render_again()
+
+    async def _render_again(self):
+        """Render every view again shortly after a result is shown: a view the mouse is not over could
+        keep its previous picture (seen with the sagittal view after an overlay was added)."""
+        for delay in (0.5, 2.0):
+            await asyncio.sleep(delay)
+            for view in self.slicer_app.view_manager.get_views():
+                view.schedule_render()
 
     async def cancel(self):
         if self.session.job is None:
@@ -326,7 +338,7 @@ class MedDiffFMWebApp(TrameApp):
             with html.Div(classes="mt-3"):
                 with v3.VRow(dense=True):
                     with v3.VCol():
-                        v3.VBtn("{{ 'Apply: ' + (task_titles[task] || task) }}", click=self.apply, disabled=("running",), color="primary",
+                        v3.VBtn("{{ 'Apply: ' + (task_titles[task] || task) }}", click=(self.apply, "[task]"), disabled=("running",), color="primary",
                                 block=True, id="mdf-apply", __properties=[("id", "id")])
                     with v3.VCol(cols=4):
                         v3.VBtn("Cancel", click=self.cancel, disabled=("!running",), block=True, id="mdf-cancel",

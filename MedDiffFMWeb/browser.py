@@ -150,9 +150,13 @@ def open_ct(page, path: str | os.PathLike) -> None:
 
 
 def open_panel(page, title: str) -> None:
+    """Open a panel by its title; for a task panel, wait until the server has made it the task (the
+    Apply button names it), so that a click on Apply right after runs this task."""
     header = page.locator(".v-expansion-panel-title", has_text=title).first
     if "v-expansion-panel-title--active" not in (header.get_attribute("class") or ""):
         header.click()
+    if title != "Model and settings":
+        page.wait_for_function(f"document.querySelector('#mdf-apply').textContent.includes({json.dumps(title)})")
 
 
 def set_steps(page, steps: int) -> None:
