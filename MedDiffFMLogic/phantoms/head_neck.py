@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import erfinv as _erfinv
 
 from ..anatomy import BODY_LABEL
 from .atlas import _FACE_C, _HEAD_C, _l
@@ -82,7 +83,7 @@ class HeadNeckMixin:
         cv.put(sl, vault, label=_l("skull"), hu=hu, tex=self.t["diploe"][1])
         # skull base: cortical plates over a diploic core where it is thick, the petrous bone dense throughout
         xr, yrel = X - np.float32(hc[0]), Y - np.float32(hc[1])
-        fm = (xr / 15.0) ** 2 + ((yrel - 27.0 * k) / 18.0) ** 2 < 1.0  # foramen magnum
+        fm = (xr / 15.0) ** 2 + ((yrel - 31.0 * k) / 16.0) ** 2 < 1.0  # foramen magnum
         base = (rho_i < 1.0) & (Z < floor) & (Z >= floor - thick)
         core = (Z < floor - 1.8) & (Z > floor - thick + 1.8)
         hu = np.where(core, self.t["diploe"][0], self.t["skull_table"][0])
@@ -122,15 +123,15 @@ class HeadNeckMixin:
         lat = np.where(d2 < 0.0, mid + (crest - mid) * up, crest + (post - crest) * sig(d2 / 2.5 - 1.2))
         lat = ant + (lat - ant) * sig(d1 / 2.0)
         # the midline: planum, tuberculum, sella, dorsum sellae, clivus, then the posterior fossa
-        cen = np.interp(y, [-100.0, -24.0, -16.0, -11.0, -6.0, -2.0, 0.0, 3.0, 16.0],
-                        [-24.0, -24.0, -30.0, -42.0, -42.0, -30.0, -28.0, -38.0, -70.0]).astype(np.float32)
-        cen = np.where(y > 16.0, post, cen)
+        cen = np.interp(y, [-100.0, -24.0, -17.0, -13.0, -7.0, -4.0, -2.0, 1.0, 15.0],
+                        [-24.0, -24.0, -30.0, -42.0, -42.0, -30.0, -28.0, -33.0, -66.0]).astype(np.float32)
+        cen = np.where(y > 15.0, post, cen)
         w = sig((13.0 - ax) / 3.0)
         floor = hc[2] + (cen * w + lat * (1.0 - w)) * np.float32(k)
         # thickness: thin orbital roofs, a massive petrous pyramid, a thick clivus, the occipital bowl
         petrous = np.exp(-((d2 / 7.0) ** 2)) * sig((ax - 12.0) / 2.0) * sig((62.0 - ax) / 3.0) * sig((y + 8.0) / 3.0)
-        clivus = w * sig((y - 1.0) / 2.0) * sig((18.0 - y) / 2.0)
-        thick = 3.0 + 1.5 * sig(d1 / 3.0) + 20.0 * petrous + 9.0 * clivus
+        clivus = w * sig((y + 2.0) / 2.0) * sig((16.0 - y) / 2.0)  # about 10 mm thick across its 65 degree slope
+        thick = 3.0 + 1.5 * sig(d1 / 3.0) + 20.0 * petrous + 17.0 * clivus
         return floor.astype(np.float32), (thick * k).astype(np.float32), petrous
 
     def _head_fields(self):
@@ -216,24 +217,27 @@ class HeadNeckMixin:
         if blk is not None:
             self._fill(cv, blk, (nd < 1.0) & (cv.lab[blk] == _l("brain")), _l("brain"), "cord")
 
-    def _air_cells(self, cv, centre, semi, cell: float, porosity: float = 0.3):
-        """A bony region riddled with air cells (mastoid, ethmoid): bone septa around air, label skull."""
+    def _air_cells(self, cv, centre, semi, air: float = 0.55):
+        """A bony region riddled with air cells (mastoid, ethmoid): irregular cells of 2-5 mm (a
+        thresholded random field) between thin bone septa, under a cortical shell; label skull."""
         sl, rho = cv.ellipsoid(centre, semi)
         if rho.size == 0:
             return
         X, Y, Z = cv.coords(sl)
-        w = np.float32(2.0 * np.pi / cell)
-        cells = np.cos(w * X) * np.cos(w * Y + 1.3) * np.cos(w * Z + 0.7)
+        cells = self._head_fields()["cells"](X, Y, Z)
         inside = (rho < 1.0) & self.body_mask[sl]
         self._fill(cv, sl, inside, _l("skull"), "diploe")
-        cv.put(sl, inside & (np.abs(cells) > porosity) & (rho < 0.9), hu=-1000.0, tex=self.t["air"][1])
+        # the threshold for a given air fraction of a unit-variance Gaussian field
+        thr = np.float32(-np.sqrt(2.0) * _erfinv(2.0 * air - 1.0))
+        cv.put(sl, inside & (cells > thr) & (rho < 0.88), hu=-1000.0, tex=self.t["air"][1])
 
     def _sinuses(self, cv, k):
         """Mastoid air cells behind the ears, ethmoid cells between the orbits, the sphenoid sinus."""
         j = self.head_jit
         for side in (1.0, -1.0):
-            self._air_cells(cv, np.array([side * 56.0, 30.0, 412.0]) + j, np.array([11.0, 13.0, 14.0]) * k, 5.0)
-        self._air_cells(cv, np.array([0.0, -46.0, 430.0]) + j, np.array([9.0, 16.0, 12.0]) * k, 6.0, 0.2)
+            self._air_cells(cv, np.array([side * 56.0, 30.0, 412.0]) + j, np.array([11.0, 13.0, 14.0]) * k)
+            # ethmoid labyrinth: one block either side of the septum, between the orbits
+            self._air_cells(cv, np.array([side * 7.0, -48.0, 430.0]) + j, np.array([6.0, 15.0, 11.0]) * k, 0.65)
         sl, rho = cv.ellipsoid(np.array([0.0, -14.0, 418.0]) + j, np.array([13.0, 11.0, 10.0]) * k)
         if rho.size:
             self._fill(cv, sl, (rho < 1.0) & (rho >= 0.85), _l("skull"), "rib_cortex")
@@ -262,10 +266,65 @@ class HeadNeckMixin:
                 self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == BODY_LABEL), BODY_LABEL, "parotid")
             sl2, r2 = cv.ellipsoid(np.array((side * 50.0, -8.0, 372.0)) + self.head_jit, np.array((9.0, 20.0, 24.0)) * k)
             self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == BODY_LABEL), BODY_LABEL, "muscle")
-        sl2, r2 = cv.ellipsoid(np.array((0.0, -52.0, 408.0)) + self.head_jit, np.array((10.0, 26.0, 22.0)) * k)
+        nc = np.array((0.0, -52.0, 408.0)) + self.head_jit
+        sl2, r2 = cv.ellipsoid(nc, np.array((14.0, 26.0, 22.0)) * k)
         self._fill(cv, sl2, r2 < 1.0, BODY_LABEL, "air")
+        self._nose(cv, k, sl2, r2, nc)
         sl2, r2 = cv.ellipsoid(np.array((0.0, -26.0, 368.0)) + self.head_jit, np.array((26.0, 32.0, 15.0)) * k)
         self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == BODY_LABEL), BODY_LABEL, "muscle")
+
+    def _nose(self, cv, k, sl, rho, nc):
+        """Nasal septum and turbinates in the nasal cavity (box sl, normalised radius rho), the external
+        nose (soft tissue, nostrils, nasal bones), the hard palate, the maxillary alveolar ridge and the
+        zygomatic arches."""
+        j = self.head_jit
+        if rho.size:
+            X, Y, Z = cv.coords(sl)
+            cav = rho < 1.0
+            septum = np.abs(X - np.float32(nc[0]) - 1.5 * np.sin((Z - np.float32(nc[2])) / 9.0)) < 1.0
+            self._fill(cv, sl, cav & septum, _l("skull"), "cartilage")
+            for side in (1.0, -1.0):  # inferior, middle and superior turbinates on the lateral wall
+                for c, semi in (((12.0, -46.0, -12.0), (4.5, 22.0, 5.0)), ((12.0, -46.0, 0.0), (4.0, 17.0, 4.0)),
+                                ((10.5, -42.0, 10.0), (3.0, 10.0, 3.0))):
+                    cc = nc + np.array((side * c[0], c[1] + 52.0, c[2])) * k
+                    sl2, r2 = cv.ellipsoid(cc, np.array(semi) * k)
+                    if r2.size:
+                        Xs, Ys, Zs = cv.coords(sl2)
+                        d = (((Xs - nc[0]) / (14.0 * k)) ** 2 + ((Ys - nc[1]) / (26.0 * k)) ** 2
+                             + ((Zs - nc[2]) / (22.0 * k)) ** 2)
+                        inside = (r2 < 1.0) & (d < 1.0)
+                        self._fill(cv, sl2, inside, BODY_LABEL, "scalp")
+        # external nose: a soft-tissue wedge from the nasion to the tip, nostrils, nasal bones above
+        f = np.array([(0.0, -74.0, 442.0), (0.0, -86.0, 420.0), (0.0, -98.0, 402.0), (0.0, -90.0, 394.0)]) + j
+        for back, grow in ((0.0, 1.0), (8.0, 1.25), (16.0, 1.5)):  # the dorsum, then wider towards the face
+            pts, r = _path(f + (0.0, back, 0.0), np.array([4.5, 6.0, 8.0, 6.0]) * k * grow)
+            blk, nd = cv.tube(pts, r)
+            if nd.size:
+                m = (nd < 1.0) & (cv.lab[blk] == 0)
+                self._fill(cv, blk, m, BODY_LABEL, "fat")
+                self._fill(cv, blk, m & (nd > 1.0 - 2.0 / r.max()), BODY_LABEL, "scalp")
+                self.body_mask[blk] |= m
+        for side in (1.0, -1.0):
+            pts, r = _path(np.array([(side * 6.0, -93.0, 398.0), (side * 8.0, -84.0, 401.0), (side * 8.0, -74.0, 405.0)])
+                           + j, 3.2 * k)
+            blk, nd = cv.tube(pts, r)
+            self._fill(cv, blk, (nd < 1.0) & self.body_mask[blk], BODY_LABEL, "air")
+        pts, r = _path(np.array([(0.0, -74.0, 442.0), (0.0, -84.0, 422.0)]) + j, 7.0 * k)
+        blk, nd = cv.tube(pts, r)
+        if nd.size:
+            Yb = cv.coords(blk)[1]
+            self._fill(cv, blk, (nd < 1.0) & (nd > 0.6) & (Yb < nc[1] - 24.0 * k), _l("skull"), "rib_cortex")
+        # hard palate: the floor of the nasal cavity and roof of the mouth
+        sl2, r2 = cv.ellipsoid(nc + np.array((0.0, 8.0, -25.0)) * k, np.array((22.0, 30.0, 3.0)) * k, p=3.0)
+        if r2.size:
+            hu = np.where(r2 < 0.5, self.t["diploe"][0], self.t["rib_cortex"][0]).astype(np.float32)
+            cv.put(sl2, r2 < 1.0, label=_l("skull"), hu=hu, tex=self.t["diploe"][1])
+        for side in (1.0, -1.0):
+            # zygomatic arch: from the zygoma under the orbit back to the temporal bone in front of the ear
+            pts, r = _path(np.array([(side * 40.0, -62.0, 420.0), (side * 50.0, -44.0, 418.0), (side * 56.0, -18.0, 416.0),
+                                     (side * 57.0, 6.0, 414.0)]) * np.array((k, k, 1.0)) + j * np.array((1, 1, 1))
+                           + np.array((0.0, 0.0, 0.0)), np.array([6.5, 5.0, 3.5, 4.0]) * k)
+            self._bone_tube(cv, pts, r, _l("skull"), "skull_table", "diploe")
 
     def _jaw(self, cv, k):
         fc = _FACE_C + self.head_jit
@@ -279,11 +338,16 @@ class HeadNeckMixin:
             ramus = (np.array([(side * 49.0, 24.0, 362.0), (side * 51.0, 26.0, 385.0), (side * 50.0, 30.0, 404.0)]) - fc) * k + fc
             pts, r = _path(ramus, 6.5)
             self._bone_tube(cv, pts, r, _l("skull"), "skull_table", "diploe")
-        for dz, scale in ((12.0, 0.94), (24.0, 0.97)):
-            arch, _ = _path(jaw, 7.5, step=1.0)
-            for t in np.linspace(0.12, 0.88, 12):
-                c = arch[int(t * (len(arch) - 1))]
-                c = fc + (c - fc) * np.array([scale, scale, 1.0]) + (0.0, 0.0, dz)
+        arch, _ = _path(jaw, 7.5, step=1.0)
+        # maxillary alveolar ridge: a flat bony arch under the palate carrying the upper teeth
+        upper = fc + (arch - fc) * np.array([0.97, 0.97, 0.0]) + (0.0, 0.0, (376.0 - 385.0) * k)
+        sel = slice(int(0.1 * len(arch)), int(0.9 * len(arch)) + 1)
+        pts, r = _path(upper[sel][::6], 6.0 * k)
+        self._bone_tube(cv, pts, r, _l("skull"), "skull_table", "diploe")
+        for t in np.linspace(0.12, 0.88, 12):
+            i = int(t * (len(arch) - 1))
+            for c in (fc + (arch[i] - fc) * np.array([0.94, 0.94, 1.0]) + (0.0, 0.0, 12.0 * k),  # lower teeth
+                      upper[i] + (0.0, 0.0, -7.0 * k)):  # upper teeth
                 sl2, r2 = cv.ellipsoid(c, np.array([3.2, 3.2, 5.0]) * k)
                 self._fill(cv, sl2, r2 < 1.0, _l("skull"), "teeth")
 
