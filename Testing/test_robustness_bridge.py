@@ -11,7 +11,7 @@ pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) is n
 
 from test_bridge import add_volume, phantom_voxels, scene, tiny_params  # noqa: E402,F401  (scene: the fixture)
 from MedDiffFMLib import bridge, runner  # noqa: E402
-from MedDiffFMLib.logic import Inputs, Processor  # noqa: E402
+from MedDiffFMLib.jobs import Inputs, Processor  # noqa: E402
 
 
 def test_an_mr_volume_gets_the_engines_message_and_leaves_the_scene_unchanged(scene, tiny_model_card, tmp_path):
