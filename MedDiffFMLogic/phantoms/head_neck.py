@@ -33,7 +33,65 @@ class _SignedDistance:
 class HeadNeckMixin:
     """Methods of the body model (``body._Body``) that paint the head and neck."""
 
+    def _neck_soft_tissue(self, cv):
+        """The neck's compartments: fat between the structures (the outline's muscle core becomes fat),
+        then the muscle groups with fat planes between them: posterior (splenius, semispinalis,
+        trapezius), lateral (levator scapulae, scalenes), prevertebral (longus colli), strap muscles."""
+        z0, z1 = 282.0, 338.0
+        sl = cv.box((-90.0, -60.0, z0), (90.0, 120.0, z1))
+        if sl is None:
+            return
+        Z = cv.coords(sl)[2]
+        m = (cv.lab[sl] == BODY_LABEL) & (cv.hu[sl] == np.float32(self.t["muscle"][0])) & (Z > z0) & (Z < z1)
+        self._fill(cv, sl, m, BODY_LABEL, "fat")
+        zk = np.array([z0 - 10.0, 300.0, 340.0, z1 + 10.0])
+        for side in (1.0, -1.0):
+            for cx, cy, a, b in (((14.0, 14.0, 14.0, 14.0), (70.0, 70.0, 68.0, 66.0), (13.5, 13.5, 13.0, 12.5),
+                                  (18.0, 18.0, 17.0, 16.0)),  # semispinalis and splenius
+                                 ((34.0, 33.0, 30.0, 28.0), (62.0, 60.0, 56.0, 54.0), (12.0, 11.0, 10.0, 9.0),
+                                  (17.0, 16.0, 14.0, 13.0)),  # levator scapulae
+                                 ((28.0, 33.0, 28.0, 25.0), (86.0, 86.0, 82.0, 78.0), (22.0, 18.0, 14.0, 11.0),
+                                  (6.0, 5.5, 5.0, 4.5)),  # trapezius
+                                 ((30.0, 28.0, 24.0, 22.0), (38.0, 38.0, 38.0, 38.0), (8.0, 9.0, 8.0, 6.0),
+                                  (10.0, 10.0, 9.0, 8.0)),  # scalenes
+                                 ((7.0, 7.0, 7.0, 6.0), (30.0, 31.0, 32.0, 34.0), (5.0, 5.5, 5.5, 5.0),
+                                  (3.5, 4.0, 4.0, 4.0))):  # longus colli / capitis
+                sl2, rho = cv.column(zk, side * np.array(cx), np.array(cy), np.array(a), np.array(b), zlim=(z0, z1))
+                if rho.size:
+                    fat = (cv.lab[sl2] == BODY_LABEL) & (cv.hu[sl2] == np.float32(self.t["fat"][0]))
+                    self._fill(cv, sl2, (rho < 1.0) & fat, BODY_LABEL, "muscle")
+            # strap muscles: thin bands in front of the larynx and the thyroid
+            pts, r = _path([(side * 9.0, -8.0, 270.0), (side * 9.0, -6.0, 300.0), (side * 7.0, -4.0, 336.0)], 3.0)
+            blk, nd = cv.tube(pts, r)
+            if nd.size:
+                fat = (cv.lab[blk] == BODY_LABEL) & (cv.hu[blk] == np.float32(self.t["fat"][0]))
+                self._fill(cv, blk, (nd < 1.0) & fat, BODY_LABEL, "muscle")
+
+    def _larynx(self, cv):
+        """Thyroid cartilage (a shield of two plates meeting in front, patchily calcified), the cricoid
+        ring below it, the hyoid bone above (no classes of their own: body)."""
+        hf = self._head_fields()
+        sl = cv.box((-30.0, -20.0, 286.0), (30.0, 30.0, 330.0))
+        if sl is None:
+            return
+        X, Y, Z = cv.coords(sl)
+        ay = np.interp(Z, [286.0, 300.0, 325.0], [8.0, 8.0, 10.0]).astype(np.float32)
+        # the two laminae: segments from the prominence (0, ay - 12) back to (+/-19, ay + 4)
+        px, py = np.abs(X), Y - (ay - 12.0)
+        t = np.clip((px * 19.0 + py * 16.0) / (19.0**2 + 16.0**2), 0.0, 1.0)
+        d = np.hypot(px - t * 19.0, py - t * 16.0)
+        calc = hf["cells"](X, Y, Z) > 0.6
+        lam = (d < 1.1) & (Z > 302.0) & (Z < 326.0 - 6.0 * t)
+        cricoid = (np.abs(np.hypot(X, Y - ay) - 11.0) < 1.3) & (Z > 290.0) & (Z <= 302.0)
+        m = lam | cricoid
+        hu = np.where(calc, 450.0, self.t["cartilage"][0]).astype(np.float32)
+        cv.put(sl, m, label=BODY_LABEL, hu=hu, tex=self.t["cartilage"][1])
+        pts, r = _path([(-21.0, 12.0, 334.0), (-12.0, -6.0, 332.0), (0.0, -10.0, 331.0), (12.0, -6.0, 332.0),
+                        (21.0, 12.0, 334.0)], 2.6)
+        self._bone_tube(cv, pts, r, BODY_LABEL, "rib_cortex", "rib_marrow")
+
     def _neck(self, cv):
+        self._neck_soft_tissue(cv)
         # airway above the trachea: larynx, oro- and nasopharynx (no class: body)
         ctrl = np.array([(0.0, 8.0, 300.0), (0.0, 10.0, 325.0), (0.0, 16.0, 350.0), (0.0, 20.0, 378.0),
                          (0.0, 16.0, 400.0)])
@@ -43,11 +101,13 @@ class HeadNeckMixin:
             self._fill(cv, blk, nd < 1.0, BODY_LABEL, "trachea_wall")
             blk, nd = cv.tube(pts, r)
             self._fill(cv, blk, nd < 1.0, BODY_LABEL, "air")
-        # thyroid: two lobes and an isthmus either side of the trachea
+        self._larynx(cv)
+        # thyroid: two lobes and an isthmus either side of the trachea, in front of the carotids
+        keep = [_l("trachea"), _l("common_carotid_artery_left"), _l("common_carotid_artery_right")]
         for side in (1.0, -1.0):
-            sl, rho = cv.ellipsoid((side * 17.0, 10.0, 292.0), (8.0, 9.0, 20.0), _rotation(0, 0, 10.0))
+            sl, rho = cv.ellipsoid((side * 16.0, 6.0, 290.0), (7.0, 9.0, 20.0), _rotation(0, 0, 10.0))
             if sl is not None:
-                self._fill(cv, sl, (rho < 1.0) & (cv.lab[sl] != _l("trachea")), _l("thyroid_gland"), "thyroid")
+                self._fill(cv, sl, (rho < 1.0) & ~np.isin(cv.lab[sl], keep), _l("thyroid_gland"), "thyroid")
         sl, rho = cv.ellipsoid((0.0, -4.0, 286.0), (13.0, 4.0, 6.0))
         if sl is not None:
             self._fill(cv, sl, (rho < 1.0) & (cv.lab[sl] != _l("trachea")), _l("thyroid_gland"), "thyroid")
