@@ -114,18 +114,7 @@ def prepare_task(
     returned = target
     orientation = None
     if work is None:
-        orientation = Orientation(target)
-        if orientation.identity:
-            orientation = None
-        else:
-            same = image is target
-            if image is not None:
-                # The mask is on the input's grid; the input may have a grid of its own (never today).
-                image_orientation = orientation if same else Orientation(image)
-                if generate is not None:
-                    generate = np.ascontiguousarray(image_orientation.array_to_axial(generate))
-                image = image_orientation.to_axial(image)
-            target = image if same else orientation.to_axial(target)
+        image, target, generate, orientation = to_axial(image, target, generate)
     holds_input = work is None and image is not None  # the working grid is the input (resampled)
     if work is None:
         work = working_grid(image if image is not None else target, model.card.working_spacing, exact=exact_grid)
@@ -159,6 +148,23 @@ def prepare_task(
     window_report(progress, estimator)
     return TaskInputs(work, target, y, estimator, region, box, unknown, image, returned, orientation)
 
+
+
+def to_axial(image: sitk.Image | None, target: sitk.Image, generate: np.ndarray | None):
+    """The input, the target grid and the mask to generate in the models' orientation (permutations and
+    flips only), with the target's Orientation to undo it (None when the target is axial already)."""
+    orientation = Orientation(target)
+    if orientation.identity:
+        return image, target, generate, None
+    same = image is target
+    if image is not None:
+        # The mask is on the input's grid; the input may have a grid of its own (never today).
+        image_orientation = orientation if same else Orientation(image)
+        if generate is not None:
+            generate = np.ascontiguousarray(image_orientation.array_to_axial(generate))
+        image = image_orientation.to_axial(image)
+    target = image if same else orientation.to_axial(target)
+    return image, target, generate, orientation
 
 def generated_voxels(mask: np.ndarray, image: sitk.Image, work: sitk.Image) -> np.ndarray:
     """The working voxels to generate for the input voxels `mask`: on the input's own grid the mask
