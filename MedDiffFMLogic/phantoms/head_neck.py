@@ -229,7 +229,7 @@ class HeadNeckMixin:
         d_surf = np.where(post & ~cereb, np.minimum(d_surf, Z - tent), d_surf)
         sas = 1.2 + 1.2 * hf["atrophy"]  # subarachnoid space over the convexity (mm)
         # sulci
-        g = cv.smooth(hf["sulci"], 20.0)[sl]
+        g = cv.smooth(hf["sulci"], 32.0)[sl]  # a 4 mm coarse grid: the signed distance is near linear
         d_sulc = np.abs(g)
         g = g / np.float32(30.0)
         depth = 18.0 + 6.0 * cv.smooth(hf["sulcal_depth"], 40.0)[sl]
@@ -240,7 +240,7 @@ class HeadNeckMixin:
         fiss = (zr > 14.0) | (yrel < -38.0) | (yrel > 40.0)
         d_mid = np.where(fiss & ~cereb, np.abs(xr), np.inf)
         d_csf = np.minimum(np.minimum(d_surf - sas, d_sulc - w_sulc), d_mid - 1.0)
-        ribbon = 2.5 + 0.8 * np.clip(cv.smooth(self.brain_fold, 14.0)[sl], -1.0, 1.0)
+        ribbon = 2.5 + 0.8 * np.clip(cv.smooth(self.brain_fold, 28.0)[sl], -1.0, 1.0)
         gm, gt = self.t["grey"]
         wm = self.t["white"][0]
         csf = self.t["csf"][0]
