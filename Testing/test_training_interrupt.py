@@ -19,7 +19,8 @@ from MedDiffFMLogic.errors import InputError, Interrupted
 from MedDiffFMLogic.modelfiles import BUNDLED_DIR, sha256_of
 from MedDiffFMLogic.training.commands import CONFIG_DIR
 from MedDiffFMLogic.training.config import load_config
-from MedDiffFMLogic.training.trainer import StopSignals, Trainer
+from MedDiffFMLogic.training.stepping import StopSignals
+from MedDiffFMLogic.training.trainer import Trainer
 
 TINY = CONFIG_DIR / "tiny.json"
 

@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..network import TINY
 from ..progress import SILENT, Progress
 from .commands import CONFIG_DIR, _command_line
-from .config import TrainConfig, load_config
+
+if TYPE_CHECKING:  # the command line is built without torch: config imports the network
+    from .config import TrainConfig
 
 RECIPE = ("gpu-base", "gpu-superres", "gpu-lesion")
 
 
 def dry_run_config(config: TrainConfig) -> TrainConfig:
     """The same recipe shrunk to seconds: TINY network, two small phantoms per region, 2 steps."""
+    from ..network import TINY
+
     phantoms = dataclasses.replace(config.data.phantoms, regions=("chest", "abdomen"), size=(40, 40, 32),
                                    size_jitter=(2, 2, 2), spacing=(4.0, 4.0, 4.0),
                                    seeds=(config.data.phantoms.seeds[0], config.data.phantoms.seeds[0] + 1),
@@ -38,6 +42,7 @@ def dry_run_config(config: TrainConfig) -> TrainConfig:
 def run_recipe(folder: str | Path, device: str = "auto", dry_run: bool = False, cache_dir: str | None = None,
                progress: Progress = SILENT) -> dict[str, str]:
     """Train the three models into `folder`; returns their model cards' paths."""
+    from .config import load_config
     from .trainer import Trainer
 
     folder = Path(folder)

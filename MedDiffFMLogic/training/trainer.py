@@ -38,7 +38,6 @@ import os
 import platform
 import shutil
 import signal
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -53,7 +52,6 @@ from torch.nn.parallel import DistributedDataParallel
 from ..controlnet import ControlledDenoiser, ControlNetConfig, MedDiffFMControlNet
 from ..device import resolve_device, training_precision
 from ..errors import InputError, Interrupted
-from ..figures import pyplot, save_figure
 from ..modelfiles import BUNDLED_DIR, DEMO_LICENCE, find_model, load_network, save_model
 from ..network import MedDiffFMNet
 from ..progress import SILENT, Progress
@@ -61,10 +59,12 @@ from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig, make_ge
 from ..schedules import PAPER_SCHEDULE, alphas_cumprod, make_ddpm
 from .checkpoint import list_checkpoints, load_checkpoint, restore_optimizer, save_checkpoint
 from .config import TrainConfig
-from .data import Sample, TrainingData, collate
+from .data import TrainingData
 from .manifest import read_manifest
-from .objective import Batch, apply_dropout, epsilon_loss
+from .objective import Batch, epsilon_loss
 from .phantomset import make_phantom_set, phantom_set_id
+from .runlog import monai_version, plot_losses, read_csv, save_slices
+from .stepping import DistInfo, SampleStream, StopSignals, prepare_batch, quiet_worker
 
 PHANTOM_USE = "Demonstration only, not for clinical use: trained on procedural phantoms, not on real CT."
 REAL_DATA_USE = "Research only, not for clinical use."
@@ -73,78 +73,6 @@ TRAJECTORY_KEYS = ("network", "data", "task", "base_model", "conditioning_channe
                    "lr", "betas", "grad_clip", "ema_decay", "condition_dropout", "mixed_precision", "seed")
 # What a run folder holds once a run has started in it (the cache alone is not a run).
 RUN_FILES = ("losses.csv", "validation.csv", "config.json", "checkpoints", "samples", "model")
-
-
-@dataclasses.dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> "DistInfo":
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def draw_noise(seeds: list[int], shape: tuple[int, ...], timesteps: int, dropout: float):
-    """Per sample, from its own seed: condition keep flags (3), a timestep and the noise. Drawn on the
-    CPU, so a seed gives the same values on every device and in every process layout."""
-    keeps, ts, noises = [], [], []
-    for seed in seeds:
-        g = torch.Generator().manual_seed(seed)
-        keeps.append(torch.rand(3, generator=g) >= dropout)
-        ts.append(torch.randint(0, timesteps, (1,), generator=g))
-        noises.append(torch.randn(shape, generator=g))
-    return torch.stack(keeps), torch.cat(ts), torch.stack(noises)
-
-
-def prepare_batch(samples: list[tuple[Sample, int]], dropout: float, timesteps: int):
-    """A micro-batch ready for the network: (batch with conditions dropped, noise, timesteps). Runs in a
-    DataLoader worker when num_workers > 0, inline otherwise; the values depend only on the samples' seeds."""
-    batch = collate([s for s, _ in samples])
-    keep, ts, noise = draw_noise([seed for _, seed in samples], tuple(batch.image.shape[1:]), timesteps, dropout)
-    if dropout > 0:
-        batch = apply_dropout(batch, keep[:, 0], keep[:, 1], keep[:, 2])
-    return batch, noise, ts
-
-
-def _quiet_worker(_: int) -> None:
-    # Ctrl+C reaches the whole process group: the workers must live on while the main process finishes
-    # its step and saves a checkpoint (it ends them afterwards).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-class StopSignals:
-    """While training: SIGINT or SIGTERM asks the loop to stop after the current step (which then saves a
-    checkpoint); a second signal stops at once. Handlers can only be set in the main thread; elsewhere
-    signals keep their usual effect."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None:  # asked twice: stop now, without waiting for the step
-            signal.signal(signum, signal.SIG_IGN)
-            raise Interrupted(signum)
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous = {}
 
 
 class Trainer:
@@ -286,9 +214,9 @@ class Trainer:
             return (prepare([self.data.sample(g) for g in ids]) for ids in self.micro_batches(self.step))
         from torch.utils.data import DataLoader
 
-        return iter(DataLoader(_SampleStream(self.data), batch_sampler=self.micro_batches(self.step),
+        return iter(DataLoader(SampleStream(self.data), batch_sampler=self.micro_batches(self.step),
                                num_workers=self.config.num_workers, collate_fn=prepare, prefetch_factor=2,
-                               worker_init_fn=_quiet_worker))
+                               worker_init_fn=quiet_worker))
 
     def _barrier(self) -> None:
         if self.dist.world > 1 and dist.is_initialized():
@@ -418,7 +346,7 @@ class Trainer:
         rows = [("reference", ref.image[0].numpy()), ("sample", out[0, 0].cpu().numpy())]
         if ref.control is not None:
             rows.insert(1, ("control", ref.control[0].numpy()))
-        return _save_slices(path, rows, f"step {self.step}")
+        return save_slices(path, rows, f"step {self.step}")
 
     # ------------------------------------------------------------------------------------- files
 
@@ -611,7 +539,7 @@ class Trainer:
         """The EMA weights as a model file with its card, and the loss curve beside it."""
         cfg = self.config
         losses = self.read_losses()
-        vals = _read_csv(self.output / "validation.csv")
+        vals = read_csv(self.output / "validation.csv")
         tail = [v for _, v in losses[-50:]]
         phantoms = cfg.data.phantoms is not None
         provenance = {
@@ -628,7 +556,7 @@ class Trainer:
             "config_file": self.config_file,
             "config": cfg.to_dict(),
             "weights": "EMA of the trained weights",
-            "software": {"torch": torch.__version__, "monai": _monai_version(), "python": platform.python_version()},
+            "software": {"torch": torch.__version__, "monai": monai_version(), "python": platform.python_version()},
         }
         fields: dict[str, Any] = dict(
             name=cfg.name, architecture=cfg.network.to_dict(), working_spacing=tuple(float(s) for s in cfg.data.spacing),
@@ -658,67 +586,3 @@ class Trainer:
                     f"{'x'.join(map(str, p.size))} voxels at {'x'.join(f'{s:g}' for s in p.spacing)} mm, "
                     f"lesions per phantom {p.lesions[0]}-{p.lesions[1]}; resampled to {spacing} mm")
         return f"{n_train} training and {n_val} validation CT volumes from {cfg.data.manifest}, resampled to {spacing} mm"
-
-
-class _SampleStream(torch.utils.data.Dataset):
-    """Training sample g, for DataLoader workers."""
-
-    def __init__(self, data: TrainingData):
-        self.data = data
-
-    def __len__(self) -> int:
-        return 2**62
-
-    def __getitem__(self, g: int):
-        return self.data.sample(int(g))
-
-
-def _monai_version() -> str:
-    import monai
-
-    return monai.__version__
-
-
-def _read_csv(path: Path) -> list[tuple[int, float]]:
-    if not path.exists():
-        return []
-    rows = list(csv.reader(path.read_text().splitlines()))[1:]
-    return [(int(r[0]), float(r[1])) for r in rows if r]
-
-
-def plot_losses(path: Path, losses: list[tuple[int, float]], vals: list[tuple[int, float]], title: str) -> Path:
-    plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    if losses:
-        steps, values = np.array([s for s, _ in losses]), np.array([v for _, v in losses])
-        ax.plot(steps, values, color="0.75", lw=0.6, label="training loss")
-        k = max(1, min(50, len(values) // 10))
-        if k > 1:
-            smooth = np.convolve(values, np.ones(k) / k, mode="valid")
-            ax.plot(steps[k - 1 :], smooth, color="C0", lw=1.5, label=f"training, mean of {k}")
-    if vals:
-        ax.plot([s for s, _ in vals], [v for _, v in vals], "o-", color="C3", ms=3, label="validation (EMA)")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("L1 noise loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=90)
-
-
-def _save_slices(path: Path, rows: list[tuple[str, np.ndarray]], title: str) -> Path:
-    plt = pyplot()
-
-    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False)
-    for r, (name, vol) in enumerate(rows):
-        d, h, w = vol.shape
-        for c, (view, img) in enumerate((("axial", vol[d // 2]), ("coronal", vol[:, h // 2]), ("sagittal", vol[:, :, w // 2]))):
-            ax = axes[r, c]
-            ax.imshow(img, cmap="gray", vmin=-1, vmax=1, origin="lower" if c else "upper")
-            ax.set_title(f"{name}, {view}", fontsize=8)
-            ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=80)
