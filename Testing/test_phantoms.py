@@ -248,6 +248,25 @@ def test_lung_vessels_fill_the_lungs():
     assert -900.0 < ant < post < -780.0, (ant, post)
 
 
+def test_brain_cortex_is_a_folded_ribbon():
+    """Grey matter is a thin ribbon along the CSF (convexity, sulci, fissures), not a thick shell: most
+    grey voxels lie within 5 mm of CSF, white matter is the larger part of the brain, and the two are
+    about 10 HU apart."""
+    spacing = (1.9, 1.9, 3.1)
+    ph = make_phantom(PhantomConfig(region="head_neck", size=(128, 128, 96), spacing=spacing, seed=1))
+    image, labels = arr(ph.image), arr(ph.labels)
+    brain = labels == anatomy.label_index("brain")
+    csf = brain & (image < 18.0)
+    dist = ndimage.distance_transform_edt(~csf, sampling=spacing[::-1])
+    core = ndimage.binary_erosion(brain, iterations=1)
+    grey, white = core & (image > 36.0), core & (image < 31.0)
+    assert 0.05 < grey.sum() / core.sum() < 0.5 and white.sum() / core.sum() > 0.35
+    assert (dist[grey] < 5.0).mean() > 0.7, (dist[grey] < 5.0).mean()
+    assert (dist[white] < 5.0).mean() < (dist[grey] < 5.0).mean() - 0.15
+    difference = np.median(image[core & (image > 34.0) & (image < 50.0)]) - np.median(image[white])
+    assert 6.0 < difference < 16.0, difference
+
+
 def test_contrast_phases_change_blood_and_organs_not_anatomy():
     base = dict(region="abdomen", size=(64, 64, 40), spacing=(4.0, 4.0, 5.0), seed=6)
     means, labels = {}, {}
