@@ -37,7 +37,7 @@ class HeadNeckMixin:
         """The neck's compartments: fat between the structures (the outline's muscle core becomes fat),
         then the muscle groups with fat planes between them: posterior (splenius, semispinalis,
         trapezius), lateral (levator scapulae, scalenes), prevertebral (longus colli), strap muscles."""
-        z0, z1 = 282.0, 338.0
+        z0, z1 = 282.0, 366.0
         sl = cv.box((-90.0, -60.0, z0), (90.0, 120.0, z1))
         if sl is None:
             return
@@ -60,12 +60,25 @@ class HeadNeckMixin:
                 if rho.size:
                     fat = (cv.lab[sl2] == BODY_LABEL) & (cv.hu[sl2] == np.float32(self.t["fat"][0]))
                     self._fill(cv, sl2, (rho < 1.0) & fat, BODY_LABEL, "muscle")
+            # submandibular glands under the floor of the mouth
+            sl2, rho = cv.ellipsoid((side * 30.0, -14.0, 344.0), (10.0, 13.0, 9.0))
+            if rho.size:
+                fat = (cv.lab[sl2] == BODY_LABEL) & (cv.hu[sl2] == np.float32(self.t["fat"][0]))
+                self._fill(cv, sl2, (rho < 1.0) & fat, BODY_LABEL, "parotid")
             # strap muscles: thin bands in front of the larynx and the thyroid
             pts, r = _path([(side * 9.0, -8.0, 270.0), (side * 9.0, -6.0, 300.0), (side * 7.0, -4.0, 336.0)], 3.0)
             blk, nd = cv.tube(pts, r)
             if nd.size:
                 fat = (cv.lab[blk] == BODY_LABEL) & (cv.hu[blk] == np.float32(self.t["fat"][0]))
                 self._fill(cv, blk, (nd < 1.0) & fat, BODY_LABEL, "muscle")
+
+    def _floor_of_mouth(self, cv):
+        """Mylohyoid, geniohyoid and digastric: a muscular sling under the tongue, and the pharyngeal
+        constrictors around the oropharynx, in the neck fat."""
+        sl, rho = cv.ellipsoid((0.0, -26.0, 352.0), (30.0, 34.0, 11.0))
+        if rho.size:
+            fat = (cv.lab[sl] == BODY_LABEL) & (cv.hu[sl] == np.float32(self.t["fat"][0]))
+            self._fill(cv, sl, (rho < 1.0) & fat, BODY_LABEL, "muscle")
 
     def _larynx(self, cv):
         """Thyroid cartilage (a shield of two plates meeting in front, patchily calcified), the cricoid
@@ -92,6 +105,7 @@ class HeadNeckMixin:
 
     def _neck(self, cv):
         self._neck_soft_tissue(cv)
+        self._floor_of_mouth(cv)
         # airway above the trachea: larynx, oro- and nasopharynx (no class: body)
         ctrl = np.array([(0.0, 8.0, 300.0), (0.0, 10.0, 325.0), (0.0, 16.0, 350.0), (0.0, 20.0, 378.0),
                          (0.0, 16.0, 400.0)])
