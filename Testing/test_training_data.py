@@ -13,7 +13,7 @@ from MedDiffFMLogic import ctio
 from MedDiffFMLogic.errors import InputError
 from MedDiffFMLogic.network import PRESETS, coordinate_grid, whole_volume_axes
 from MedDiffFMLogic.regions import hu_to_unit, region_index
-from MedDiffFMLogic.tasks.common import lesion_control
+from MedDiffFMLogic.controls import lesion_control
 from MedDiffFMLogic.training.commands import CONFIG_DIR
 from MedDiffFMLogic.training.config import (
     DataConfig, PhantomSetConfig, TrainConfig, config_from_dict, load_config, read_config_file,

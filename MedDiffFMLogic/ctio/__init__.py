@@ -29,15 +29,5 @@ from .writing import write_image
 __all__ = [
     "HU_LIMIT", "HU_NO_TISSUE_BELOW", "INTERPOLATORS", "READ_FORMATS", "WRITE_FORMATS", "allow_unusual_hu",
     "from_array", "read_ct", "read_label_map", "resample_onto", "resample_to_spacing", "same_grid", "same_path",
-    "to_array", "unusual_hu", "write_image", "window_to_unit",
+    "to_array", "unusual_hu", "write_image",
 ]
-
-
-def __getattr__(name: str):
-    # The HU window lives in units.py (which imports this package); training/data.py still reaches it
-    # as ctio.window_to_unit until its owner switches the call.
-    if name == "window_to_unit":
-        from ..units import window_to_unit
-
-        return window_to_unit
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,10 +23,6 @@ from ..regions import hu_to_unit
 from ..schedules import ScheduleConfig, alphas_cumprod
 from ..settings.common import DEFAULT_LESION, DEFAULT_MODEL, DEFAULT_SUPERRES  # noqa: F401 (the default models)
 
-# Moved to controls.py (below tasks and training); still importable here for Testing/test_training_data.py
-# until its owner switches the import.
-from ..controls import lesion_control, superres_control  # noqa: E402,F401
-
 
 @dataclass
 class LoadedModel:

@@ -1,7 +1,7 @@
 """Lesion generation (the paper's ControlNet task): a lesion shaped by the user's mask is drawn into
 the scan by the base model steered by the lesion ControlNet, with RePaint keeping the rest.
 
-- The ControlNet's condition c_t is the lesion mask itself (`common.lesion_control`: +1 inside, -1
+- The ControlNet's condition c_t is the lesion mask itself (`controls.lesion_control`: +1 inside, -1
   outside), on the working grid.
 - The region RePaint redraws is the mask grown by `margin_mm` (default 3 mm, measured in physical
   distance on the input grid, so anisotropic voxels are handled): the lesion's rim and the tissue just

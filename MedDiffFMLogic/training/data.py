@@ -4,7 +4,7 @@ multi-level sampling operations.
 Preprocessing (once per volume, cached as .npy files that later runs memory-map): resample the CT
 linearly to the working spacing, map the region's HU window onto [-1, 1]; resample the label map and
 the lesion mask with nearest neighbour onto the same grid; for super-resolution, build the control
-volume from the CT in HU with the tasks' convention (tasks.common.superres_control).
+volume from the CT in HU with the tasks' convention (controls.superres_control).
 
 Sampling: every sample is a window^3 cube drawn from one volume by one of three operations, chosen
 with the configured weights (equal in the paper):
@@ -37,6 +37,7 @@ from ..controls import lesion_control, lowres_volume, superres_control
 from ..errors import InputError
 from ..network import ABSENT_ANATOMY, coordinate_grid, whole_volume_axes
 from ..regions import region_index
+from ..units import window_to_unit
 from .config import LEVELS, DataConfig
 from .manifest import Record
 from .objective import Batch
@@ -103,7 +104,7 @@ def preprocess(record: Record, data: DataConfig, task: str | None, cache_dir: Pa
     if not all(p.exists() for p in names.values()):
         ct = ctio.read_ct(record.image)
         grid = ctio.resample_to_spacing(ct, data.spacing, "linear")
-        arrays = {"image": ctio.window_to_unit(grid, record.region)}
+        arrays = {"image": window_to_unit(grid, record.region)}
         if record.labels:
             labels = ctio.resample_onto(ctio.read_label_map(record.labels), grid, "nearest", 0)
             lab = sitk.GetArrayFromImage(labels)
