@@ -24,6 +24,17 @@ def restore_torch_globals():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny networks gain nothing from a second thread, and on a shared 2-core machine two threads
+    spin against other processes (measured: 0.3 s per 32^3 evaluation with one, 1-3 s with two).
+    A module asks for it with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_tiny_net(seed: int = 0) -> MedDiffFMNet:
     """A TINY network with its zero-initialised output layers randomised, so its output is informative."""
     torch.manual_seed(seed)

@@ -98,14 +98,7 @@ def test_cancel_kills_the_engine_and_everything_it_started(tmp_path):
         time.sleep(120)
     """))
     process = runner.EngineProcess([sys.executable, str(script)]).start()
-    child_pid = None
-    deadline = time.monotonic() + 30
-    while child_pid is None:
-        assert time.monotonic() < deadline
-        for event in process.poll():
-            if isinstance(event, runner.Progress) and event.stage == "child":
-                child_pid = event.step
-        time.sleep(0.02)
+    child_pid = _reported_child(process)
     started = time.monotonic()
     process.cancel(grace=2.0)
     assert time.monotonic() - started < 10
@@ -152,13 +145,7 @@ def test_cancel_without_waiting_returns_at_once_and_the_tree_still_dies(tmp_path
         time.sleep(120)
     """))
     process = runner.EngineProcess([sys.executable, str(script)]).start()
-    child_pid, deadline = None, time.monotonic() + 30
-    while child_pid is None:
-        assert time.monotonic() < deadline
-        for event in process.poll():
-            if isinstance(event, runner.Progress) and event.stage == "child":
-                child_pid = event.step
-        time.sleep(0.02)
+    child_pid = _reported_child(process)
     reaped = []
     started = time.monotonic()
     process.cancel(grace=1.5, wait=False)
@@ -181,3 +168,14 @@ def test_a_missing_engine_names_the_module_folder_to_add(tmp_path):
     message = str(error.value)
     assert "<checkout>/MedDiffFM" in message and "MedDiffFM.py" in message and "not the checkout itself" in message
     assert runner.find_engine_root([tmp_path, ROOT]) == ROOT
+
+
+def _reported_child(process) -> int:
+    """The pid of the grandchild that the test's engine script reports as its "child" stage (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while True:
+        assert time.monotonic() < deadline
+        for event in process.poll():
+            if isinstance(event, runner.Progress) and event.stage == "child":
+                return event.step
+        time.sleep(0.02)

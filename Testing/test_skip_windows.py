@@ -34,12 +34,7 @@ from MedDiffFMLogic.tasks import anomaly, denoise, inpaint, prepare, superres
 from MedDiffFMLogic.tasks.common import air_value, body_mask, load_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class CountingNet(torch.nn.Module):

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from conftest import make_tiny_net
 from MedDiffFMLogic import ctio
@@ -21,12 +20,7 @@ from MedDiffFMLogic.tasks import denoise, inpaint
 from MedDiffFMLogic.tasks.common import load_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
