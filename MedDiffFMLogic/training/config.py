@@ -1,7 +1,7 @@
 """Training configurations: frozen dataclasses read from JSON (or YAML, when PyYAML is installed).
 
 A config file maps onto TrainConfig field by field; nested sections map onto DataConfig and
-PhantomSetConfig, and `network` is a preset name ("paper", "small", "tiny"), a full NetworkConfig
+PhantomSetConfig, and `network` is a preset name ("paper", "small", "cpu", "tiny"), a full NetworkConfig
 dictionary, or {"preset": name, ...fields to override}. Unknown keys are errors, so a typo never
 silently falls back to a default.
 """
@@ -18,6 +18,7 @@ from typing import Any
 from ..controlnet import CONTROL_TASKS
 from ..errors import InputError
 from ..network import PAPER, PRESETS, NetworkConfig
+from ..phantoms.contrast import CONTRAST_CHOICES
 from ..regions import REGIONS
 
 # Phantom seeds from here on are held out for the quality benchmarks: never trained on.
@@ -37,6 +38,9 @@ class PhantomSetConfig:
     size_jitter: tuple[int, int, int] = (8, 8, 8)  # +- voxels per axis, drawn per seed
     spacing: tuple[float, float, float] = (2.0, 2.0, 2.5)
     lesions: tuple[int, int] = (0, 0)  # min, max lesions per phantom
+    # the contrast phase of each phantom: "random" draws native, arterial or portal venous from the seed, so
+    # that the prior knows enhanced scans too (PhantomConfig.contrast)
+    contrast: str = "random"
 
     def __post_init__(self) -> None:
         for name in ("seeds", "val_seeds"):
@@ -55,6 +59,8 @@ class PhantomSetConfig:
                 raise InputError(f"unknown phantom region {region!r}; choose from {', '.join(REGIONS)}")
         if not 0 <= self.lesions[0] <= self.lesions[1]:
             raise InputError("phantoms.lesions must be [min, max] with 0 <= min <= max")
+        if self.contrast not in CONTRAST_CHOICES:
+            raise InputError(f"phantoms.contrast must be one of {', '.join(CONTRAST_CHOICES)}, got {self.contrast!r}")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ def phantom_set_id(config: PhantomSetConfig) -> str:
 def _write_phantom(config: PhantomSetConfig, region: str, seed: int, paths: dict[str, Path]) -> None:
     phantom = make_phantom(PhantomConfig(
         region=region, size=_size(config, region, seed), spacing=config.spacing,
-        lesions=_lesions(config, seed), seed=seed,
+        lesions=_lesions(config, seed), seed=seed, contrast=config.contrast,
     ))
     # labels and lesion first, the CT last: a CT on disk means its set is complete
     ctio.write_image(phantom.labels, paths["labels"])
