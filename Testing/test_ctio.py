@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -193,6 +194,37 @@ def test_folder_without_dicom(tmp_path):
     (tmp_path / "notes.txt").write_text("no images here")
     with pytest.raises(InputError, match="no DICOM series"):
         ctio.read_ct(tmp_path)
+
+
+def test_dicom_series_in_a_subfolder_is_found_and_named(tmp_path, capfd):
+    # A study folder as a PACS or CD export writes it: the scan and a scout, each in its own subfolder.
+    scan, scout = "1.2.826.0.1.3680043.2.1125.20", "1.2.826.0.1.3680043.2.1125.21"
+    write_dicom_series(tmp_path / "study" / "PAT1" / "SE2", hu_volume(), scan)
+    write_dicom_series(tmp_path / "study" / "PAT1" / "SE1", hu_volume(size=(12, 10, 3)), scout)
+    (tmp_path / "study" / "notes").mkdir()
+    with pytest.warns(UserWarning) as caught:
+        ct = ctio.read_ct(tmp_path / "study")
+    assert ct.GetSize() == (12, 10, 8)
+    message = " ".join(str(w.message) for w in caught)
+    assert f"reading DICOM series {scan} (8 slices) from the subfolder {Path('PAT1', 'SE2')}" in message
+    assert f"{scout} (3 slices) in {Path('PAT1', 'SE1')}" in message
+    with pytest.warns(UserWarning, match="SE1"):
+        assert ctio.read_ct(tmp_path / "study", series_uid=scout).GetSize() == (12, 10, 3)
+    assert "WARNING" not in capfd.readouterr().err  # ITK's raw "No Series were found" is not shown
+
+
+def test_subfolders_with_two_equal_series_or_none_are_refused(tmp_path, capfd):
+    write_dicom_series(tmp_path / "a", hu_volume(), "1.2.826.0.1.3680043.2.1125.22")
+    write_dicom_series(tmp_path / "b", hu_volume() + 5, "1.2.826.0.1.3680043.2.1125.23")
+    with pytest.raises(InputError, match=r"2 DICOM series with 8 slices each .* in a; .* in b; pass the subfolder"):
+        ctio.read_ct(tmp_path)
+    assert ctio.read_ct(tmp_path / "b").GetSize() == (12, 10, 8)
+    empty = tmp_path / "empty"
+    (empty / "x" / "y").mkdir(parents=True)
+    (empty / "x" / "notes.txt").write_text("no images here")
+    with pytest.raises(InputError, match="no DICOM series in the folder or its subfolders"):
+        ctio.read_ct(empty)
+    assert "WARNING" not in capfd.readouterr().err
 
 
 def test_single_dicom_slice_is_2d(tmp_path):

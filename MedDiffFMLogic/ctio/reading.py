@@ -33,19 +33,44 @@ HU_NO_TISSUE_BELOW = -100.0
 HU_LIMIT = 50_000.0  # beyond +-this, no CT (even bspline overshoot of -32768 padding gets there)
 
 
-def _dicom_series_files(folder: Path, series_uid: str | None) -> list[str]:
+# How deep below the given folder a DICOM series is looked for (a CD export's DICOM/patient/study/series).
+DICOM_SEARCH_DEPTH = 4
+DICOM_SEARCH_FOLDERS = 500  # at most this many subfolders are scanned (a home folder passed by mistake)
+
+
+@contextlib.contextmanager
+def _quiet_itk() -> Iterator[None]:
+    """ITK prints its warnings ("No Series were found", "Non uniform sampling") raw on stderr, with a
+    C++ source location; what they say is checked here and reported as a message of our own."""
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
-        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+
+
+def _series_ids(folder: Path) -> list[str]:
+    try:
+        with _quiet_itk():
+            return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
     except RuntimeError as error:
         raise InputError(f"{folder}: could not scan the folder for DICOM: {_itk_reason(error)}") from error
-    if not uids:
-        raise InputError(f"{folder}: the folder holds no DICOM series; {_READ_HINT}")
 
-    def files(uid: str) -> list[str]:
+
+def _series_names(folder: Path, uid: str) -> list[str]:
+    with _quiet_itk():
         return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
 
+
+def _dicom_series_files(folder: Path, series_uid: str | None) -> list[str]:
+    uids = _series_ids(folder)
+    if not uids:
+        folder, series_uid = _series_in_subfolder(folder, series_uid)
+        uids = _series_ids(folder)
+
     def listing() -> str:
-        return ", ".join(f"{uid} ({len(files(uid))} slices)" for uid in uids)
+        return ", ".join(f"{uid} ({len(_series_names(folder, uid))} slices)" for uid in uids)
 
     if series_uid is None:
         if len(uids) > 1:
@@ -56,11 +81,61 @@ def _dicom_series_files(folder: Path, series_uid: str | None) -> list[str]:
         series_uid = uids[0]
     elif series_uid not in uids:
         raise InputError(f"{folder}: no DICOM series with UID {series_uid}; the folder holds {listing()}")
-    names = files(series_uid)
+    names = _series_names(folder, series_uid)
     _check_slice_positions(folder, names)
-    # Each files() call rescans the folder: the series already listed is not listed again.
-    _warn_unread_dicom(folder, [name for uid in uids for name in (names if uid == series_uid else files(uid))])
+    # Each _series_names() call rescans the folder: the series already listed is not listed again.
+    _warn_unread_dicom(folder, [n for uid in uids for n in (names if uid == series_uid else _series_names(folder, uid))])
     return names
+
+
+def _series_in_subfolder(folder: Path, series_uid: str | None) -> tuple[Path, str]:
+    """The subfolder and UID of the series to read when `folder` itself holds none (a study folder, a CD
+    export): the series with series_uid, else the one with the most slices (the scan, not a scout or a
+    dose report). Which one was taken, and what else was there, is said in a warning."""
+    found: list[tuple[Path, str, int]] = []  # (subfolder, uid, slices)
+    level, scanned = [folder], 0
+    for _ in range(DICOM_SEARCH_DEPTH):
+        level = sorted(sub for parent in level for sub in _subfolders(parent))
+        for sub in level[:DICOM_SEARCH_FOLDERS - scanned]:
+            found += [(sub, uid, len(_series_names(sub, uid))) for uid in _series_ids(sub)]
+        scanned += len(level)
+        if scanned >= DICOM_SEARCH_FOLDERS:
+            break
+    where = f"in the folder or its subfolders (up to {DICOM_SEARCH_DEPTH} levels deep)"
+    if not found:
+        raise InputError(f"{folder}: no DICOM series {where}; {_READ_HINT}")
+
+    def named(entry: tuple[Path, str, int]) -> str:
+        return f"{entry[1]} ({entry[2]} slices) in {entry[0].relative_to(folder)}"
+
+    listing = "; ".join(named(entry) for entry in found)
+    if series_uid is not None:
+        chosen = [entry for entry in found if entry[1] == series_uid]
+        if not chosen:
+            raise InputError(f"{folder}: no DICOM series with UID {series_uid} {where}; found {listing}")
+    else:
+        most = max(entry[2] for entry in found)
+        chosen = [entry for entry in found if entry[2] == most]
+        if len(chosen) > 1:
+            raise InputError(
+                f"{folder}: {len(chosen)} DICOM series with {most} slices each in its subfolders: "
+                f"{'; '.join(named(entry) for entry in chosen)}; pass the subfolder of the one to read"
+            )
+    sub, uid, slices = chosen[0]
+    others = [named(entry) for entry in found if entry is not chosen[0]]
+    warnings.warn(
+        f"{folder}: reading DICOM series {uid} ({slices} slices) from the subfolder {sub.relative_to(folder)}"
+        + (f"; also found {'; '.join(others)} (pass its subfolder to read another)" if others else ""),
+        stacklevel=5,
+    )
+    return sub, uid
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return [entry for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
+    except OSError:
+        return []  # unreadable: nothing to find there
 
 
 def _looks_like_dicom(path: Path) -> bool:
@@ -174,7 +249,8 @@ def _read_any(path: str | os.PathLike, series_uid: str | None) -> tuple[sitk.Ima
         reader.SetFileName(str(p))
         what = "file"
     try:
-        image = reader.Execute()
+        with _quiet_itk() if p.is_dir() else contextlib.nullcontext():  # what GDCM warns of is checked above
+            image = reader.Execute()
     except RuntimeError as error:
         raise InputError(
             f"{p}: could not read the {what} (truncated, corrupt or not an image?): "
