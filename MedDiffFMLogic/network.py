@@ -38,7 +38,10 @@ class NetworkConfig:
     position_frequencies: int = 4
     anatomy_bits: int = 7  # 2**7 = 128 > 119 anatomy labels
     num_region_classes: int = NUM_REGION_CLASSES
-    window_size: int = 128  # the training patch edge, and the default sampling window
+    window_size: int = 128  # the training patch edge
+    # the default sampling window edge (None: window_size); a fully convolutional network with an absolute
+    # position embedding runs on larger windows than it trained on, and larger windows cost less per voxel
+    sampling_window: int | None = None
 
     def __post_init__(self) -> None:
         levels = len(self.channels)
@@ -46,8 +49,14 @@ class NetworkConfig:
             raise ValueError("channels and attention_levels must have the same length")
         if any(c % self.norm_num_groups for c in self.channels):
             raise ValueError(f"every entry of channels must be a multiple of norm_num_groups={self.norm_num_groups}")
-        if self.window_size % self.size_divisor:
-            raise ValueError(f"window_size must be a multiple of {self.size_divisor} for {levels} levels")
+        for edge in (self.window_size, self.sampling_window or self.window_size):
+            if edge % self.size_divisor:
+                raise ValueError(f"window sizes must be multiples of {self.size_divisor} for {levels} levels")
+
+    @property
+    def default_window(self) -> int:
+        """The sampling window edge when the user gives none."""
+        return self.sampling_window or self.window_size
 
     @property
     def position_channels(self) -> int:

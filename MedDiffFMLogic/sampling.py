@@ -166,7 +166,7 @@ class SlidingWindowEstimator:
         self.dtype = dtype
         cfg = denoiser.config
         divisor = cfg.size_divisor
-        edge = windows.size or cfg.window_size
+        edge = windows.size or cfg.default_window
         if edge % divisor:
             raise InputError(f"window size {edge} must be a multiple of {divisor} for this model; pass --window {max(divisor, edge // divisor * divisor)}")
         # Along an axis shorter than the window, the window shrinks to the axis rounded up to the

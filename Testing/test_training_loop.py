@@ -76,6 +76,21 @@ def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, cache):
         Trainer(_config(cache, steps=6, lr=1e-2), split, device="cpu").run(resume=True)
 
 
+def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path, cache):
+    # a long run spans sessions and code changes: a field added since (here the network's
+    # sampling_window and the phantoms' contrast) reads as its default, not as a changed trajectory
+    run = tmp_path / "run"
+    Trainer(_config(cache, steps=1), run, device="cpu").run()
+    state_file = next((run / "checkpoints").iterdir()) / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["config"]["network"]["sampling_window"]
+    del state["config"]["data"]["phantoms"]["contrast"]
+    state_file.write_text(json.dumps(state))
+    resumed = Trainer(_config(cache, steps=2), run, device="cpu")
+    resumed.run(resume=True)
+    assert resumed.step == 2
+
+
 def test_fresh_controlnet_leaves_the_base_unchanged_and_finetuning_changes_it(tmp_path, cache, tiny_model_card):
     config = _config(cache, task="lesion", base_model=str(tiny_model_card), steps=3, name="tiny-lesion")
     trainer = Trainer(config, tmp_path / "ft", device="cpu").setup()

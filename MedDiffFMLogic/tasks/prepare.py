@@ -132,7 +132,7 @@ def prepare_task(
     box = axes = unknown = None
     if generate is not None:
         on_work = generated_voxels(generate, image, work)
-        edge = windows.size or model.net.config.window_size
+        edge = windows.size or model.net.config.default_window
         box = crop_box(on_work, margin=edge // 2, minimum=edge)
         shape = tuple(b.stop - b.start for b in box)
         y = y[(slice(None), slice(None), *box)]

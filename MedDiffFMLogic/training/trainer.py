@@ -58,7 +58,7 @@ from ..progress import SILENT, Progress
 from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig, make_generator, sample, spaced_timesteps
 from ..schedules import PAPER_SCHEDULE, alphas_cumprod, make_ddpm
 from .checkpoint import list_checkpoints, load_checkpoint, restore_optimizer, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, config_from_dict
 from .data import TrainingData
 from .manifest import read_manifest
 from .objective import Batch, epsilon_loss
@@ -71,6 +71,15 @@ REAL_DATA_USE = "Research only, not for clinical use."
 # Settings that shape the training trajectory: a resumed run must keep them.
 TRAJECTORY_KEYS = ("network", "data", "task", "base_model", "conditioning_channels", "batch_size", "accumulation",
                    "lr", "betas", "grad_clip", "ema_decay", "condition_dropout", "mixed_precision", "seed")
+
+
+def _normalised(config: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return config_from_dict(config).to_dict()
+    except InputError:  # a field since removed: compare as written
+        return config
+
+
 # What a run folder holds once a run has started in it (the cache alone is not a run).
 RUN_FILES = ("losses.csv", "validation.csv", "config.json", "checkpoints", "samples", "model")
 
@@ -400,7 +409,9 @@ class Trainer:
                     raise InputError(f"no readable checkpoint in {self.output / 'checkpoints'}: {exc}") from exc
                 warnings.warn(f"checkpoint {path.name} is unreadable ({exc}); resuming from the one before")
         found = [p for p in found if p <= path]
-        old, new = state["config"], self.config.to_dict()
+        # read back through the config classes, so that a field added since the checkpoint was written
+        # compares as its default and does not block the resume
+        old, new = _normalised(state["config"]), self.config.to_dict()
         changed = [k for k in TRAJECTORY_KEYS if old.get(k) != new.get(k)]
         if changed:
             raise InputError(
