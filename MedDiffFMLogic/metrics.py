@@ -1,5 +1,6 @@
 """Figures of merit the demo and the benchmarks report, each defined once: in HU (RMSE, means), on the
-region's HU window (PSNR, SSIM), on masks (Dice) and on scores (AUROC); and JSON for numpy values."""
+region's HU window (PSNR, SSIM), on masks (Dice) and on scores (AUROC); JSON for numpy values; and
+the check that a denoise took away noise, not structure (edge_blur_voxels)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,56 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
         return float("nan")
     ranks = rankdata(scores)
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+# Above this edge blur (voxels) a denoise's residual follows the image's edges: structure was removed,
+# not only noise. Calibrated on chest, abdomen and head phantoms at 0.7-3 mm pixels with simulated
+# low-dose noise of 5-120 HU: residual = the noise exactly reads 0.01-0.29 (rising with the noise),
+# the output Gaussian-blurred by sigma 0.5 / 1 / 2 voxels reads 0.3-0.4 / 0.8-0.9 / 1.1-1.9; the bundled
+# demo model's denoise of chest phantoms at 4 and 2 mm read 0.02-0.04.
+EDGE_BLUR_WARN_VOXELS = 0.75
+
+
+def edge_blur_voxels(before: np.ndarray, after: np.ndarray, slices: int = 32) -> float:
+    """How much a denoise's residual (before - after, HU, (z, y, x)) follows the result's edges, as the
+    width in voxels of a Gaussian blur that would leave such a residual: about 0 when the residual is
+    noise, about sigma when `after` is `before` blurred by sigma voxels.
+
+    In-plane on up to `slices` evenly spaced axial slices (CT noise is made per slice; bounded cost): the
+    residual's RMS on the 5 % of voxels with the strongest gradient of the result (its edges) in excess of
+    its RMS on the flatter half (noise, which edges do not change), in quadrature, over the edges' mean
+    gradient (HU per voxel). Voxels the result left exactly unchanged (beyond the HU window) are not
+    counted. Torch-free.
+    """
+    from scipy import ndimage
+
+    picked = np.unique(np.linspace(0, len(before) - 1, min(slices, len(before))).round().astype(int))
+    residuals, gradients = [], []
+    for z in picked:
+        result = np.asarray(after[z], dtype=np.float64)
+        residual = np.asarray(before[z], dtype=np.float64) - result
+        changed = residual != 0
+        residuals.append(residual[changed])
+        gradients.append(ndimage.gaussian_gradient_magnitude(result, 1.0)[changed])
+    residual, gradient = np.concatenate(residuals), np.concatenate(gradients)
+    if residual.size < 100:
+        return 0.0  # (almost) nothing changed: nothing to judge
+    edges = gradient >= np.quantile(gradient, 0.95)
+    flat = gradient <= np.quantile(gradient, 0.5)
+    excess = np.mean(residual[edges] ** 2) - np.mean(residual[flat] ** 2)
+    scale = float(np.mean(gradient[edges]))
+    return float(np.sqrt(max(excess, 0.0)) / scale) if scale > 0 else 0.0
+
+
+def denoise_residual_warning(before: np.ndarray, after: np.ndarray) -> str | None:
+    """A warning when a denoise removed structure, not noise (see edge_blur_voxels), else None."""
+    blur = edge_blur_voxels(before, after)
+    if blur <= EDGE_BLUR_WARN_VOXELS:
+        return None
+    return (f"the denoised image looks blurred, not only less noisy: what was taken away (input - output) "
+            f"follows the image's edges, as a blur of about {blur:.1f} voxels would (above "
+            f"{EDGE_BLUR_WARN_VOXELS:g}); compare the result with the input, and try a lower --strength "
+            "or --noise-level")
 
 
 def mean(values) -> float:

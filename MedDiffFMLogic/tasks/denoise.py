@@ -28,6 +28,7 @@ than 3 noise standard deviations (air in the abdomen window), the output keeps t
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ import SimpleITK as sitk
 from .. import ctio
 from ..algorithms import denoise_data_step, diffpir, diffpir_start, estimate_noise_hu
 from ..errors import InputError
+from ..metrics import denoise_residual_warning
 from ..progress import SILENT, Progress
 from ..settings.denoise import DenoiseConfig  # noqa: F401 (the task's config, declared with its settings)
 from ..regions import HU_WINDOWS, check_region, hu_per_unit
@@ -149,6 +151,8 @@ def run(config: DenoiseConfig, input: str | os.PathLike, output: str | os.PathLi
     progress.note("noise", f"noise level {info.noise_level_hu:.1f} HU ({how}, x{config.strength:g} strength); "
                            f"sampling starts at timestep {info.t_start} and runs {len(info.timesteps)} steps")
     report_change(progress, image, result)
+    if warning := denoise_residual_warning(ctio.to_array(image), ctio.to_array(result)):
+        warnings.warn(warning)  # structure taken away, not only noise: a silent wrong answer otherwise
     progress.start("write", 1, f"noise {info.noise_level_hu:.1f} HU, t*={info.t_start}")
     path = ctio.write_image(result, output)
     progress.step(1)
