@@ -32,6 +32,8 @@ PHANTOM = {
     "lesions": Setting(0, "number of lesions to insert (default 0)", type=int, minimum=0),
     "dose": Setting(0.25, "dose fraction of the low-dose scan, in (0, 1] (default 0.25)", type=float, above=0,
                     maximum=1),
+    "contrast": Setting("native", "contrast phase; random: drawn from the seed (default %(default)s)",
+                        choices=("native", "arterial", "portal_venous", "random")),
 }
 
 
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lesion-mask", help="lesion mask output")
     p.add_argument("--low-dose", help="also write a simulated low-dose scan here")
     PHANTOM["dose"].add_to(p, "dose")
+    PHANTOM["contrast"].add_to(p, "contrast")
     add_common(p, only=("seed", "progress"))  # no network runs and no input is read
     p.set_defaults(run=lambda args, progress: _phantom(args))
 
@@ -125,7 +128,10 @@ def _phantom(args) -> dict[str, str]:
         raise InputError("the output paths must differ from one another")
     phantom = make_phantom(PhantomConfig(
         region=args.region, size=args.size, spacing=args.spacing, lesions=args.lesions, seed=args.seed,
+        contrast=args.contrast,
     ))
+    if args.contrast == "random":
+        print(f"meddifffm phantom: contrast phase {phantom.contrast} (drawn from seed {args.seed})", file=sys.stderr)
     outputs = {"image": str(ctio.write_image(phantom.image, args.output))}
     if args.labels:
         outputs["labels"] = str(ctio.write_image(phantom.labels, args.labels))

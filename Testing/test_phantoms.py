@@ -305,3 +305,58 @@ def test_bad_inputs_raise_input_error():
     ):
         with pytest.raises(InputError):
             PhantomConfig(**kwargs)
+
+
+# ------------------------------------------------------------------------------- shoulders, face, CLI
+
+
+def test_chest_top_shows_the_shoulder_girdle():
+    """Above the lung apices a chest phantom shows the shoulders (humeral heads, scapulae, clavicles,
+    muscles in fat), not just a neck; the arms hang by the body or are raised, by seed."""
+    below_heart = []
+    for seed in range(4):
+        ph = make_phantom(PhantomConfig(region="chest", size=(64, 64, 40), spacing=(7.0, 7.0, 7.5), seed=seed))
+        image, labels = arr(ph.image), arr(ph.labels)
+        present = set(np.unique(labels))
+        assert set(ids(["humerus_left", "humerus_right", "scapula_left", "scapula_right", "clavicula_left",
+                        "clavicula_right"])) <= present, seed
+        lungs = np.isin(labels, ids(LOBES)).any(axis=(1, 2))
+        top = int(np.nonzero(lungs)[0].max()) + 1
+        inlet = labels[top] > 0
+        width = lambda m: np.ptp(np.nonzero(m.any(axis=0))[0]) if m.any() else 0  # noqa: E731
+        assert width(inlet) > 0.8 * max(width(labels[z] > 0) for z in np.nonzero(lungs)[0]), seed
+        fat = (image[top] < -50.0) & (image[top] > -200.0) & inlet
+        assert fat.sum() > 0.2 * inlet.sum(), seed
+        heart = np.nonzero((labels == anatomy.label_index("heart")).any(axis=(1, 2)))[0]
+        below_heart.append(bool(np.isin(labels[: int(heart.mean())], ids(["humerus_left", "humerus_right"])).any()))
+    assert any(below_heart) and not all(below_heart), below_heart  # some arms down, some raised
+
+
+def test_tight_field_of_view_keeps_the_nose():
+    """The head's extent includes the nose tip: a field of view just fitting the head leaves air in front."""
+    ph = make_phantom(PhantomConfig(region="head_neck", size=(96, 80, 64), spacing=(2.5, 2.5, 5.0), seed=2))
+    image, labels = arr(ph.image), arr(ph.labels)
+    head = (labels == anatomy.label_index("skull")).any(axis=(1, 2))  # the slices of the head and face
+    body_rows = np.nonzero((labels[head] > 0).any(axis=(0, 2)))[0]
+    assert body_rows.min() >= 2 and np.all(image[head][:, :2, :] < -990.0), body_rows.min()
+
+
+def test_phantom_command_contrast(tmp_path, capsys):
+    """meddifffm phantom --contrast writes the phase asked for; random says which phase it drew."""
+    from MedDiffFMLogic.cli import PHANTOM, main
+    from MedDiffFMLogic.phantoms.contrast import CONTRAST_CHOICES
+
+    assert tuple(PHANTOM["contrast"].choices) == tuple(CONTRAST_CHOICES)
+    common = ["--region", "abdomen", "--size", "24,24,16", "--spacing", "12,12,16", "--seed", "4"]
+    config = dict(region="abdomen", size=(24, 24, 16), spacing=(12.0, 12.0, 16.0), seed=4)
+    for phase in ("arterial", "random"):
+        out = tmp_path / f"{phase}.nii.gz"
+        assert main(["phantom", *common, "--contrast", phase, "-o", str(out)]) == 0
+        expected = make_phantom(PhantomConfig(contrast=phase, **config))
+        assert np.array_equal(arr(sitk.ReadImage(str(out))), arr(expected.image))
+    assert f"contrast phase {expected.contrast}" in capsys.readouterr().err
+    native = make_phantom(PhantomConfig(**config))
+    assert not np.array_equal(arr(sitk.ReadImage(str(tmp_path / "arterial.nii.gz"))), arr(native.image))
+    with pytest.raises(SystemExit) as stop:
+        main(["phantom", *common, "--contrast", "delayed", "-o", str(tmp_path / "x.nii.gz")])
+    assert stop.value.code == 2

@@ -18,13 +18,18 @@ from .chest import ChestMixin
 from .config import _LUNG_LOBES, _T
 from .contrast import apply_phase
 from .head_neck import HeadNeckMixin
+from .limbs import LimbsMixin
 from . import trees
 from .shapes import _Canvas, _Fourier, _path, _rotation, _unit
 from .skeleton import SkeletonMixin
 from .wall import WallMixin
 
 
-class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin, WallMixin):
+# leaf radius of the pulmonary vessel trees (mm, Murray: r = r_leaf * n^(1/3)); see seeds/phantoms.md
+_LUNG_R_LEAF = 0.68
+
+
+class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin, WallMixin, LimbsMixin):
     """Draws every random anatomical parameter up front (grid-independent), then paints on a canvas."""
 
     def __init__(self, rng, phase: str = "native"):
@@ -58,6 +63,7 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin, WallMixin):
         self.head_jit = rng.normal(0.0, 2.0, 3)
         self._draw_wall()
         self.lung_labels = np.array([_l(n) for n in _LUNG_LOBES], dtype=np.uint8)
+        self._draw_limbs()
 
     def _jit(self, c, sd=4.0):
         return np.asarray(c, float) + self.rng.normal(0.0, sd, 3)
@@ -112,8 +118,8 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin, WallMixin):
             vein_root = np.array([side * 30.0, 26.0, 118.0]) + rng.normal(0.0, 3.0, 3)
             lo, hi = (min(0.0, side * 160.0), -120.0, -40.0), (max(0.0, side * 160.0), 120.0, 262.0)
             inside = self._lung_test(side)
-            arteries = trees.grow(rng, art_root, trees.sample_points(rng, inside, lo, hi, n), r_leaf=0.5)
-            veins = trees.grow(rng, vein_root, trees.sample_points(rng, inside, lo, hi, n), r_leaf=0.5)
+            arteries = trees.grow(rng, art_root, trees.sample_points(rng, inside, lo, hi, n), r_leaf=_LUNG_R_LEAF)
+            veins = trees.grow(rng, vein_root, trees.sample_points(rng, inside, lo, hi, n), r_leaf=_LUNG_R_LEAF)
             self.lung_arteries += arteries
             self.lung_veins += veins
             self.lung_roots["art"].append(art_root)
@@ -204,11 +210,13 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin, WallMixin):
         half_w = float((a + f).max())
         front = float((yc - b - f).min())
         back = float((yc + b + f).max())
-        if z1 > 330.0:  # head and face
+        if z1 > 330.0:  # head and face (the nose tip is the face's front)
             hs = _HEAD_SEMI * self.head
             half_w = max(half_w, hs[0])
-            front = min(front, _HEAD_C[1] - hs[1], _FACE_C[1] - _FACE_SEMI[1])
+            front = min(front, _HEAD_C[1] - hs[1], self.nose_tip_y())
             back = max(back, _HEAD_C[1] + hs[1])
+        else:  # shoulders and arms (a head and neck scan may cut the shoulders at its lowest slices)
+            half_w = max(half_w, self.limbs_extent(z0, z1))
         return half_w, front, back
 
     # ---- painting ----
@@ -223,6 +231,7 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin, WallMixin):
         self._abdomen(cv)
         self._great_vessels(cv)
         self._chest_wall_bones(cv)
+        self._shoulders(cv)
         self._pelvis(cv)
         self._neck(cv)
         self._head(cv)
@@ -257,6 +266,7 @@ class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin, WallMixin):
         self._fill(cv, sl, outer & (rho > edge - 2.0 / 110.0), BODY_LABEL, "scalp")
         sl2, rho2 = cv.column(zk, 0.0, yc, a, b, p=2.4, zlim=(-400.0, 412.0))
         self._fill(cv, sl2, rho2 < 1.0 + noise * cv.smooth(self.shape_noise, 35.0)[sl2], BODY_LABEL, "muscle")
+        self._limb_outline(cv)
         self.body_mask = cv.lab == BODY_LABEL
 
     def _cavity(self, z):

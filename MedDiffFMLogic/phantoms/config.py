@@ -77,6 +77,8 @@ REFERENCE_HU_RANGES: dict[str, tuple[float, float]] = {
     "clavicula_right": (200.0, 1000.0),
     "scapula_left": (200.0, 1000.0),
     "scapula_right": (200.0, 1000.0),
+    "humerus_left": (150.0, 1000.0),  # cancellous head, thick-walled shaft with fatty marrow
+    "humerus_right": (150.0, 1000.0),
     "hip_left": (150.0, 900.0),
     "hip_right": (150.0, 900.0),
     "sacrum": (150.0, 800.0),

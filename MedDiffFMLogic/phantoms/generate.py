@@ -101,6 +101,8 @@ def make_phantom(config: PhantomConfig) -> Phantom:
     seed = int(config.seed)
     phase = resolve_phase(config.contrast, seed)
     body = _Body(np.random.default_rng([seed, 0]), phase)
+    if config.region == "head_neck":  # head and neck CT is scanned with the arms down
+        body.set_arms(False)
     frame = _patient_frame(body, config)
     organs = np.array([_l(n) for n in LESION_MODELS[config.region]["organs"]], dtype=np.uint8)
     hu = tex = labels = lesion = plan = None

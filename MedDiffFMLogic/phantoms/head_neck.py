@@ -347,6 +347,13 @@ class HeadNeckMixin:
         sl2, r2 = cv.ellipsoid(np.array((0.0, -26.0, 368.0)) + self.head_jit, np.array((26.0, 32.0, 15.0)) * k)
         self._fill(cv, sl2, (r2 < 1.0) & (cv.lab[sl2] == BODY_LABEL), BODY_LABEL, "muscle")
 
+    def nose_tip_y(self) -> float:
+        """Nominal y where the nose tip's skin shows (the face's front; its path's tip and radius in _nose),
+        moved as the body's smooth deformation moves it (a grid point g shows the body at g + warp(g))."""
+        y, z = -98.5 - 8.0 * self.head + self.head_jit[1], 402.0 + self.head_jit[2]
+        shift = self.warp_amp[1] * float(self.warp[1](np.float32(self.head_jit[0]), np.float32(y), np.float32(z)))
+        return float(y - shift - 1.0)
+
     def _nose(self, cv, k, sl, rho, nc):
         """Nasal septum and turbinates in the nasal cavity (box sl, normalised radius rho), the external
         nose (soft tissue, nostrils, nasal bones), the hard palate, the maxillary alveolar ridge and the

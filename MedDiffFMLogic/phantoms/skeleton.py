@@ -63,24 +63,48 @@ class SkeletonMixin:
         arch = (r_canal >= rc) & (r_canal < rc + 5.5) & (Y > yv) & arch_z & in_range
         ys = Y - (y_canal + rc)
         tilt = np.where(Z > 0, 0.35, 0.1)  # thoracic spinous processes point downwards
-        # spinous process: an elliptical section that narrows towards its tip
+        # spinous process: an elliptical section that narrows towards its tip; C2-C6 split into two
+        # tubercles at the tip (bifid)
         along = np.clip(ys / sp, 0.0, 1.0)
         width = 4.0 * (1.0 - 0.45 * along)
-        spin = ((X / width) ** 2 + ((zrel + tilt * ys) / (0.28 * h[idx])) ** 2 < 1.0) & (ys > 0) & (ys < sp)
+        cervical = idx >= names.index("vertebrae_C7")
+        bifid = cervical & (idx >= names.index("vertebrae_C6")) & ~is_c1
+        xs = np.where(bifid, np.abs(X) - 3.5 * np.clip((along - 0.45) / 0.55, 0.0, 1.0), X)
+        spin = ((xs / width) ** 2 + ((zrel + tilt * ys) / (0.28 * h[idx])) ** 2 < 1.0) & (ys > 0) & (ys < sp)
         spin &= in_range
-        # transverse processes: tapering elliptical sections, angled backwards
+        # transverse processes: tapering elliptical sections, angled backwards; the cervical ones arise
+        # beside the body and hold the transverse foramen (with the vertebral artery)
         t = np.clip((np.abs(X) - rc) / tp, 0.0, 1.0)
-        yt = y_canal + 0.25 * (np.abs(X) - rc)
+        yt = np.where(cervical, yv + 0.5 * ry + 0.1 * (np.abs(X) - rc), y_canal + 0.25 * (np.abs(X) - rc))
         trans = ((Y - yt) / 5.5) ** 2 + (zrel / (0.22 * h[idx])) ** 2 < (1.0 - 0.45 * t) ** 2
-        trans &= (np.abs(X) > rc) & (np.abs(X) < rc + tp) & in_range
-        post = (arch | spin | trans) & inside_body
+        trans &= (np.abs(X) > np.where(cervical, 0.6 * rx, rc)) & (np.abs(X) < rc + tp) & in_range
+        foramen = cervical & (np.hypot(np.abs(X) - (rc + 3.5), Y - (yv + 0.5 * ry)) < 2.6) & in_range
+        post = (arch | spin | trans) & inside_body & ~foramen
         hp = np.where(r_canal < rc + 2.0, hc, 0.5 * (hc + hm)).astype(np.float32)
         cv.put(sl, post, label=labels[post], hu=hp[post], tex=tm)
+        self._fill(cv, sl, foramen & inside_body & (Z < 380.0), BODY_LABEL, "artery")
+        self._atlas_axis(cv, sl, X, Y, Z, yv, rc, labels, names, idx, zc)
         # canal: CSF and the cord (the cord ends at L1, the brain stem continues above C1)
         canal = (r_canal < rc) & (Z > -200.0) & (Z < 400.0)
         self._fill(cv, sl, canal, BODY_LABEL, "csf")
         cord = (r_canal < 0.6 * rc) & (Z > -20.0) & (Z < 392.0)
         self._fill(cv, sl, cord, _l("spinal_cord"), "cord")
+
+    def _atlas_axis(self, cv, sl, X, Y, Z, yv, rc, labels, names, idx, zc):
+        """C1 (atlas): a ring with an anterior arch and lateral masses, no body; C2 (axis): the dens rising
+        from its body into the atlas ring, behind the anterior arch."""
+        c1, c2 = names.index("vertebrae_C1"), names.index("vertebrae_C2")
+        z1, z2 = zc[c1], zc[c2]
+        band = np.abs(Z - z1) < 6.0
+        dens_y = yv + 1.0
+        anterior = band & (np.abs(np.hypot(X, Y - dens_y) - 10.5) < 2.4) & (Y < dens_y + 3.0)
+        masses = band & (np.hypot(np.abs(X) - (rc + 5.0), Y - (dens_y + 4.0)) < 6.5)
+        dens = (np.hypot(X, Y - dens_y) < 5.5) & (Z > z2) & (Z < z1 + 5.0)
+        hc, (hm, tm) = self.t["cortical"][0], self.t["cancellous"]
+        for m, value in ((anterior | masses, c1), (dens, c2)):
+            m = m & self.body_mask[sl]
+            hu = np.where(m, 0.5 * (hc + hm), hm).astype(np.float32)
+            cv.put(sl, m, label=_l(names[value]), hu=hu[m], tex=tm)
 
     def _chest_wall_bones(self, cv):
         t_cortex = self.t["rib_cortex"]
@@ -132,24 +156,7 @@ class SkeletonMixin:
             m = (rho < 1.0) & self.body_mask[sl]
             hu = np.where(rho > 0.75, self.t["cortical"][0] * 0.8, self.t["cancellous"][0]).astype(np.float32)
             cv.put(sl, m, label=_l("sternum"), hu=hu, tex=self.t["cancellous"][1])
-        # clavicles and scapulae
-        for side in (1.0, -1.0):
-            sfx = "left" if side > 0 else "right"
-            a, b, yc = self.torso(258.0)
-            ctrl = [(side * 20.0, yc - b - 2.0, 258.0), (side * 60.0, yc - b + 6.0, 262.0),
-                    (side * 110.0, yc - 20.0, 266.0), (side * 135.0, yc + 10.0, 262.0)]
-            pts, r = _path(ctrl, 6.5)
-            blk, nd = cv.tube(pts, r)
-            if blk is not None:
-                m = (nd < 1.0) & self.body_mask[blk] & ~np.isin(cv.lab[blk], self.lung_labels)
-                hu = np.where(nd > 0.6, t_cortex[0], t_marrow[0]).astype(np.float32)
-                cv.put(blk, m, label=_l(f"clavicula_{sfx}"), hu=hu, tex=t_marrow[1])
-            a, b, yc = self.torso(215.0)
-            c = (side * 92.0, yc + b - 12.0, 212.0)
-            sl, rho = cv.ellipsoid(c, (42.0, 4.5, 44.0), _rotation(side * 28.0, side * 12.0, 0.0), p=3.0)
-            if sl is not None:
-                m = (rho < 1.0) & self.body_mask[sl] & ~np.isin(cv.lab[sl], self.lung_labels)
-                self._fill(cv, sl, m, _l(f"scapula_{sfx}"), "rib_cortex")
+        # clavicles and scapulae: limbs.py (with the shoulders)
 
     def _pelvis(self, cv):
         for side in (1.0, -1.0):
