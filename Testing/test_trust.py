@@ -130,6 +130,10 @@ def _json_lines(text: str) -> list[dict]:
     (["phantom", "-o", "{out}", "--spacing", "-1"], "--spacing"),
     (["phantom", "-o", "{out}", "--dose", "0"], "--dose"),
     (["denoise", "{ct}", "-o", "{out}", "--threads", "-1"], "--threads"),
+    (["train", "--config", "tiny", "-o", "{out}", "--steps", "0"], "--steps"),
+    (["train", "--config", "tiny", "-o", "{out}", "--threads", "-2"], "--threads"),
+    (["finetune", "--task", "lesion", "--base", "{ct}", "--config", "tiny", "-o", "{out}", "--threads", "0"],
+     "--threads"),
 ])
 def test_every_number_is_checked_before_work_with_a_json_error_line(tmp_path, capsys, argv, option):
     from MedDiffFMLogic.cli import main

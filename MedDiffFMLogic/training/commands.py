@@ -11,8 +11,14 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from ..settings import Setting
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+# The numbers train and finetune take, bounded like every task's (settings.check_numbers, before any
+# work): a negative --threads would otherwise reach torch.set_num_threads and end in a traceback.
+STEPS = Setting(None, "optimizer steps (overrides the config)", type=int, minimum=1)
+THREADS = Setting(None, "torch CPU threads (overrides the config)", type=int, minimum=1)
 
 
 def resolve_config(name: str) -> Path:
@@ -75,13 +81,13 @@ def _add_shared(p) -> None:
     p.add_argument("--manifest", help="CSV or JSON manifest of the training volumes (replaces the config's data source)")
     p.add_argument("-o", "--output", help="run folder: logs, checkpoints, samples, cache (default runs/<name>)")
     p.add_argument("--export", help="folder for the exported model and its loss curve (default <output>/model)")
-    p.add_argument("--steps", type=int, help="optimizer steps (overrides the config)")
+    STEPS.add_to(p, "steps")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the output folder")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in an output folder that holds a run (deletes its logs, checkpoints and model)")
     p.add_argument("--name", help="the exported model's catalogue name (overrides the config's)")
     p.add_argument("--cache-dir", help="folder of preprocessed volumes (overrides the config)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (overrides the config)")
+    THREADS.add_to(p, "threads")
     add_common(p)
     p.set_defaults(seed=None)  # --seed overrides the config's seed only when given
 
