@@ -1,5 +1,6 @@
 """Markdown tables of a benchmark's JSON (for the README): `python benchmarks/table.py [FILE]`, where FILE
-is a quality.json (the default: results/quality.json) or a speed JSON of `speed.py` (its sampling-core
+is a quality.json (the default: results/quality.json; issue 12's targets first, met or not, then each
+task's figures) or a speed JSON of `speed.py` (its sampling-core
 runs and its tasks section)."""
 
 from __future__ import annotations
@@ -20,21 +21,46 @@ def method_table(header: str, keys: tuple[str, ...], labelled) -> list[str]:
     return out + [""]
 
 
+def _value(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    return f"{v:g}" if isinstance(v, (int, float)) else str(v)
+
+
+def target_rows(targets: list[dict]) -> list[str]:
+    """Issue 12's targets: one row each, the measured value against its threshold."""
+    out = ["| target | measured | threshold | met |", "|---|---|---|---|"]
+    for t in targets:
+        unit = f" {t['unit']}" if t.get("unit") else ""
+        out.append(f"| {t['target']} | {_value(t['measured'])}{unit} | {t['comparison']} {_value(t['threshold'])}{unit} | "
+                   f"{'yes' if t['met'] else '**no**'} |")
+    return out + [""]
+
+
 def rows(doc: dict) -> list[str]:
     if "runs" in doc or "tasks" in doc:
         return speed_rows(doc)
     out = []
+    if doc.get("targets"):
+        out += target_rows(doc["targets"])
     if "denoise" in doc:
+        first = next(r for doses in doc["denoise"].values() for r in doses.values())
+        keys = tuple(k for k in ("noisy", "meddifffm", "meddifffm_tuned", "bm4d", "nlm", "curvature_flow") if k in first["methods"])
+        names = {"noisy": "noisy", "meddifffm": "MedDiff-FM (defaults)", "meddifffm_tuned": "MedDiff-FM (lambda tuned)",
+                 "bm4d": "BM4D", "nlm": "NLM", "curvature_flow": "CurvatureFlow"}
+        noise = "noise_hu_in_soft_tissue" if "noise_hu_in_soft_tissue" in first else "noise_hu_in_body"
         out += method_table(
-            "| denoise: region, dose (noise in body) | noisy | MedDiff-FM (defaults) | MedDiff-FM (lambda tuned) | BM4D | NLM | CurvatureFlow |",
-            ("noisy", "meddifffm", "meddifffm_tuned", "bm4d", "nlm", "curvature_flow"),
-            ((f"{region}, {dose.replace('dose_', '')} ({r['noise_hu_in_body']} HU)", r["methods"])
+            "| denoise: region, dose (noise) | " + " | ".join(names[k] for k in keys) + " |", keys,
+            ((f"{region}, {dose.replace('dose_', '')} ({r[noise]} HU)", r["methods"])
              for region, doses in doc["denoise"].items() for dose, r in doses.items()),
         )
     if "anomaly" in doc:
-        out += ["| anomaly: region | voxel AUROC (host organ) | Dice (default threshold) | image AUROC |", "|---|---|---|---|"]
+        out += ["| anomaly: region (scans with / without lesions) | voxel AUROC (host organ) | Dice (default threshold) | image AUROC |",
+                "|---|---|---|---|"]
         for region, r in doc["anomaly"].items():
-            out.append(f"| {region} | {r['voxel_auroc_in_host_organ']:.3f} | {r['dice_default_threshold']:.3f} | {r['image_auroc']:.3f} |")
+            counts = (r.get("scans_with_lesions", r.get("phantoms_with_lesions")), r.get("scans_without", r.get("phantoms_without")))
+            out.append(f"| {region} ({counts[0]} / {counts[1]}) | {r['voxel_auroc_in_host_organ']:.3f} | "
+                       f"{r['dice_default_threshold']:.3f} | {r['image_auroc']:.3f} |")
         out.append("")
     if "inpaint" in doc:
         out += ["| inpaint (lesion removal): region | outside mask identical | filled HU (mean +- sd) | host tissue around | lesion before | remaining contrast |",
