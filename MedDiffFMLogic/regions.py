@@ -12,6 +12,9 @@ REGIONS = ("head_neck", "chest", "abdomen")
 UNKNOWN_REGION = "unknown"
 REGION_INDEX = {name: i for i, name in enumerate(REGIONS)} | {UNKNOWN_REGION: len(REGIONS)}
 NUM_REGION_CLASSES = len(REGION_INDEX)
+# The tasks' --region: "auto" (the default) is detected from the scan (regiondetect.resolve_region).
+AUTO_REGION = "auto"
+REGION_CHOICES = (AUTO_REGION, *REGIONS)
 
 # HU windows (low, high) from the paper: head-and-neck W400/L50, chest W1800/L-500, abdomen W360/L60.
 HU_WINDOWS: dict[str, tuple[float, float]] = {
@@ -23,11 +26,11 @@ HU_WINDOWS: dict[str, tuple[float, float]] = {
 HU_WINDOWS[UNKNOWN_REGION] = HU_WINDOWS["chest"]
 
 
-def check_region(region: str) -> str:
-    if region not in REGION_INDEX:
-        raise InputError(
-            f"unknown region {region!r}; choose one of {', '.join(REGION_INDEX)}"
-        )
+def check_region(region: str, auto: bool = False) -> str:
+    """The region, when known (auto=True: "auto" too, a task's setting before it is resolved)."""
+    if region not in REGION_INDEX and not (auto and region == AUTO_REGION):
+        known = ((AUTO_REGION,) if auto else ()) + tuple(REGION_INDEX)
+        raise InputError(f"unknown region {region!r}; choose one of {', '.join(known)}")
     return region
 
 

@@ -95,8 +95,8 @@ def test_results_stay_physical_ct_values(tmp_path, base_card):
     from MedDiffFMLogic.tasks import anomaly, synthesize
     from MedDiffFMLogic.units import PHYSICAL_HU
 
-    out = synthesize.run(synthesize.SynthesizeConfig(model=base_card, size=(32, 32, 32), steps=3, seed=1),
-                         tmp_path / "synth.nrrd")
+    config = synthesize.SynthesizeConfig(model=base_card, region="chest", size=(32, 32, 32), steps=3, seed=1)
+    out = synthesize.run(config, tmp_path / "synth.nrrd")
     values = ctio.to_array(ctio.read_ct(out["image"]))
     assert values.min() >= PHYSICAL_HU[0] and values.max() <= PHYSICAL_HU[1]
     assert (values == PHYSICAL_HU[0]).any()  # the tiny random model does reach below -1024: clamped

@@ -4,7 +4,7 @@ device, --skip-air; the default models' names; and every task's default sampling
 from __future__ import annotations
 
 from ..progress import PROGRESS_MODES
-from ..regions import REGIONS
+from ..regions import AUTO_REGION, REGION_CHOICES
 from . import Setting
 
 DEFAULT_MODEL = "meddifffm-base-demo"
@@ -29,8 +29,9 @@ STEPS: dict[str, dict[str, int]] = {
 # The Slicer module's presets also set the window overlap.
 PRESET_OVERLAP = {"fast": 0.125, "balanced": 0.25, "quality": 0.5}
 
-REGION = Setting("chest", "body region: sets the HU window and the region condition (default %(default)s)",
-                 choices=REGIONS)
+REGION = Setting(AUTO_REGION, "body region: sets the HU window and the region condition; auto (the default) "
+                              "detects it from the scan (lungs, skull and brain, abdomen) and says which, "
+                              "synthesis from the --anatomy label map", choices=REGION_CHOICES)
 ANATOMY = Setting(None, "organ label map of the input (optional condition)")
 MODEL = Setting(DEFAULT_MODEL, "base model name or card (default %(default)s)")
 SEED = Setting(0, "random seed; the same seed repeats the output", type=int, minimum=0, group=COMMON)

@@ -55,7 +55,7 @@ def anomaly_map(image: sitk.Image, config: AnomalyConfig, model: LoadedModel,
                 roi: np.ndarray | None = None, progress: Progress = SILENT) -> AnomalyResult:
     """The anomaly map, mask and pseudo-healthy image of `image`, on its exact grid. roi: (z, y, x)
     bool on the input grid (None: the whole image)."""
-    check_region(config.region)
+    check_region(config.region, auto=True)
     check_positive(steps=config.steps, seeds=config.seeds)
     if not 0 < config.t_start < len(model.alphas_cumprod):
         raise InputError(f"--t-start must lie in 1..{len(model.alphas_cumprod) - 1}, got {config.t_start}")
@@ -70,7 +70,7 @@ def anomaly_map(image: sitk.Image, config: AnomalyConfig, model: LoadedModel,
     x = reconstruct(prepared.estimator, model.alphas_cumprod, prepared.y, config.t_start, config.steps, seeds,
                     progress=progress, stage="anomaly")
     healthy = prepared.result(x)
-    low, high = HU_WINDOWS[config.region]
+    low, high = HU_WINDOWS[prepared.region]
     seen = np.clip(ctio.to_array(image if native else ctio.resample_onto(work, image, "linear")), low, high)
     h = ctio.to_array(healthy)
     residual = np.abs(seen - h)

@@ -65,13 +65,13 @@ def regenerate(
     """Redraw `region_mask` (bool, input grid) of `image` with RePaint; returns the generated HU values on
     the input grid (meaningful inside region_mask; the caller composes). control_mask (input grid) is
     the lesion ControlNet's mask, when the model carries one."""
-    check_region(region)
+    check_region(region, auto=True)
     check_positive(steps=steps, jump_length=jump_length, resamplings=resamplings)
     control = None
     if control_mask is not None:
         # The ControlNet sees the lesion's own shape (half-covered working voxels in), not the
         # generous region to generate.
-        control = lambda work: lesion_control(mask_on_grid(control_mask, image, work, 0.5))  # noqa: E731
+        control = lambda work, _region: lesion_control(mask_on_grid(control_mask, image, work, 0.5))  # noqa: E731
     prepared = prepare_task(model, region, windows, image=image, anatomy=anatomy, control=control,
                             generate=region_mask, progress=progress)
     generator = make_generator(seed)

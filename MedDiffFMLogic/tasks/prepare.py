@@ -3,7 +3,9 @@ superres, synthesize) calls `prepare_task`, which
 
 1. checks the region, and brings the input (or the target grid) to the orientation the models were
    trained in (grids.Orientation: axial, LPS voxel order; permutation and flips only), which
-   `TaskInputs.result` undoes exactly,
+   `TaskInputs.result` undoes exactly; resolves `--region auto` (the default) to the region detected
+   on the input, or on the anatomy label map when there is no input (regiondetect.resolve_region, which
+   also warns when a given region contradicts the scan); every later use takes `TaskInputs.region`,
 2. chooses the working grid (the input resampled to the model's working spacing, or the input itself
    when its spacing is close enough: grids.working_grid),
 3. puts the input on that grid in the network's units (y),
@@ -31,6 +33,7 @@ from ..errors import InputError
 from ..grids import Orientation, working_grid
 from ..network import whole_volume_axes
 from ..progress import SILENT, Progress
+from ..regiondetect import resolve_region
 from ..regions import check_region, region_index
 from ..sampling import Conditions, SlidingWindowEstimator, WindowConfig
 from ..units import clamp_physical, physical_range, to_unit_tensor, unit_to_image
@@ -43,7 +46,7 @@ class TaskInputs:
     target: sitk.Image  # the grid the result goes back to (the input's, or the requested output grid)
     y: torch.Tensor | None  # the input on the working grid (cropped to `box`) in [-1, 1], (1, 1, D, H, W)
     estimator: SlidingWindowEstimator
-    region: str
+    region: str  # the region the task runs with (`auto` resolved): its HU window and condition
     box: tuple[slice, slice, slice] | None = None  # the part of the working grid sampled (inpaint, lesion)
     generate: torch.Tensor | None = None  # (1, 1, D, H, W) bool in the box: the voxels to be generated
     input: sitk.Image | None = None  # the input in HU, in the models' orientation (for estimates made on it)
@@ -88,7 +91,7 @@ def prepare_task(
     measurement: sitk.Image | None = None,
     anatomy: str | sitk.Image | None = None,
     skip_air: bool = False,
-    control: torch.Tensor | Callable[[sitk.Image], torch.Tensor] | None = None,
+    control: torch.Tensor | Callable[[sitk.Image, str], torch.Tensor] | None = None,
     generate: np.ndarray | None = None,
     progress: Progress = SILENT,
 ) -> TaskInputs:
@@ -100,21 +103,23 @@ def prepare_task(
     within grids.NATIVE_TOLERANCE (relative), or within grids.EXACT mm with exact_grid.
     measurement: the HU image whose [-1, 1] values are y (default: the input on the working grid).
     control: the ControlNet input on the working grid, (C, D, H, W), or a function of the working grid
-    that makes it. generate: bool (z, y, x) on the input grid, the voxels to redraw (inpaint, lesion):
-    on the working grid it becomes every working voxel an input voxel of it interpolates from, and only
-    a box around it is sampled (crop_box), with only the windows holding some of it.
+    and the (resolved) region that makes it. generate: bool (z, y, x) on the input grid, the voxels to
+    redraw (inpaint, lesion): on the working grid it becomes every working voxel an input voxel of it
+    interpolates from, and only a box around it is sampled (crop_box), with only the windows holding
+    some of it.
 
     Orientation: the network runs in voxel order, so a coronal or sagittal stack (or one with reversed
     axes) would be fed to it sideways. Without a caller's working grid, the input, the target and the
     mask to generate are permuted and flipped into the models' orientation here, and `result` permutes
     the output back onto the caller's grid (bit-exact geometry). A caller that hands its own `work`
     (super-resolution, whose slab axis is the input's z) orients its input itself."""
-    check_region(region)
+    check_region(region, auto=True)
     target = image if target is None else target
     returned = target
     orientation = None
     if work is None:
         image, target, generate, orientation = to_axial(image, target, generate)
+    region = resolve_region(region, image, anatomy, progress)
     holds_input = work is None and image is not None  # the working grid is the input (resampled)
     if work is None:
         work = working_grid(image if image is not None else target, model.card.working_spacing, exact=exact_grid)
@@ -126,7 +131,7 @@ def prepare_task(
     y = None if measurement is None else to_unit_tensor(measurement, region, model.device)
     anatomy_t = read_anatomy(anatomy, work, model.net.config.anatomy_bits)
     if callable(control):
-        control = control(work)
+        control = control(work, region)
     air = air_skip(input_on_work if skip_air else None, region)
     shape = tuple(reversed(work.GetSize()))
     box = axes = unknown = None

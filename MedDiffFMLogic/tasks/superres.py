@@ -85,7 +85,7 @@ def super_resolve(image: sitk.Image, config: SuperresConfig, model: LoadedModel,
     orientation = Orientation(image)
     if not orientation.identity:
         return orientation.from_axial(super_resolve(orientation.to_axial(image), config, model, progress))
-    check_region(config.region)
+    check_region(config.region, auto=True)
     check_positive(steps=config.steps)
     require_controlnet(model, "superres")
     if not config.sigma_n > 0 or not config.lam > 0:
@@ -104,7 +104,8 @@ def super_resolve(image: sitk.Image, config: SuperresConfig, model: LoadedModel,
     low = ctio.resample_onto(image, thick_slices_grid(image, work), "linear")
     prepared = prepare_task(
         model, config.region, config.windows, image=image, target=target, work=work, measurement=low,
-        anatomy=config.anatomy, skip_air=config.skip_air, control=superres_control(image, work, config.region),
+        anatomy=config.anatomy, skip_air=config.skip_air,
+        control=lambda grid, region: superres_control(image, grid, region),  # the region as resolved there
         progress=progress,
     )
     H = _slab_operator(image, work)

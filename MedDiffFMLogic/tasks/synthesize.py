@@ -12,14 +12,17 @@ from ..errors import InputError
 from ..progress import SILENT, Progress
 from ..settings.synthesize import SynthesizeConfig  # noqa: F401 (the task's config, declared with its settings)
 from ..grids import centred_grid
-from ..regions import check_region
+from ..regiondetect import NO_SCAN
+from ..regions import AUTO_REGION, check_region
 from ..sampling import make_generator, sample, spaced_timesteps
 from .common import load_model
 from .prepare import prepare_task
 
 
 def run(config: SynthesizeConfig, output: str | os.PathLike, progress: Progress = SILENT, estimator=None) -> dict[str, str]:
-    check_region(config.region)
+    check_region(config.region, auto=True)
+    if config.region == AUTO_REGION and config.anatomy is None:
+        raise InputError(NO_SCAN)  # before the model loads; with a label map, prepare_task reads the region off it
     if config.anatomy is None and any(int(s) < 1 for s in config.size):
         raise InputError(f"--size must be positive voxel counts, got {config.size}")
     model = load_model(config.model, config.device, estimator=estimator)
