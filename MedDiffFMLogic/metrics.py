@@ -57,12 +57,14 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-# Above this edge blur (voxels) a denoise's residual follows the image's edges: structure was removed,
-# not only noise. Calibrated on chest, abdomen and head phantoms at 0.7-3 mm pixels with simulated
-# low-dose noise of 5-120 HU: residual = the noise exactly reads 0.01-0.29 (rising with the noise),
-# the output Gaussian-blurred by sigma 0.5 / 1 / 2 voxels reads 0.3-0.4 / 0.8-0.9 / 1.1-1.9; the bundled
-# demo model's denoise of chest phantoms at 4 and 2 mm read 0.02-0.04.
-EDGE_BLUR_WARN_VOXELS = 0.75
+# Above this edge blur (voxels) a denoise's residual follows the image's edges: structure was removed or
+# changed, not only noise. Calibrated on chest, abdomen and head phantoms at 0.7-3 mm pixels with
+# simulated low-dose noise of 5-120 HU: residual = the noise exactly reads 0.01-0.29 (rising with the
+# noise; 0.01-0.15 up to 60 HU), the output Gaussian-blurred by sigma 0.5 / 0.7 / 1 / 2 voxels reads
+# 0.3-0.4 / 0.5-0.65 / 0.8-0.9 / 1.1-1.9. The bundled demo model's denoise reads 0.02-0.05 on chest
+# phantoms (4, 2 and 0.8 mm), and 0.7-1.0 on abdomen phantoms at 1.5 and 0.8 mm, where it brightens
+# the fat under the skin by 40-60 HU (a contour in the residual): that must warn.
+EDGE_BLUR_WARN_VOXELS = 0.5
 
 
 def edge_blur_voxels(before: np.ndarray, after: np.ndarray, slices: int = 32) -> float:
@@ -101,10 +103,10 @@ def denoise_residual_warning(before: np.ndarray, after: np.ndarray) -> str | Non
     blur = edge_blur_voxels(before, after)
     if blur <= EDGE_BLUR_WARN_VOXELS:
         return None
-    return (f"the denoised image looks blurred, not only less noisy: what was taken away (input - output) "
-            f"follows the image's edges, as a blur of about {blur:.1f} voxels would (above "
-            f"{EDGE_BLUR_WARN_VOXELS:g}); compare the result with the input, and try a lower --strength "
-            "or --noise-level")
+    return (f"the denoise took away structure, not only noise: what it took away (input - output) follows the "
+            f"image's edges, as a blur of about {blur:.1f} voxels would (noise alone reads below "
+            f"{EDGE_BLUR_WARN_VOXELS:g}); compare the result with the input, and try a lower --strength or "
+            "--noise-level")
 
 
 def mean(values) -> float:

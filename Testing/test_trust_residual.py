@@ -39,7 +39,7 @@ def test_a_denoise_that_took_away_noise_passes_and_one_that_blurred_is_flagged(r
     # A damaging one: heavily blurred, which takes edges away with the noise.
     blurred = ndimage.gaussian_filter(noisy.astype(np.float64), 2.0).astype(np.float32)
     assert edge_blur_voxels(noisy, blurred) > 1.3 * EDGE_BLUR_WARN_VOXELS
-    assert "looks blurred" in denoise_residual_warning(noisy, blurred)
+    assert "took away structure" in denoise_residual_warning(noisy, blurred)
 
 
 def test_voxels_left_unchanged_are_not_counted():
@@ -70,6 +70,6 @@ def test_denoise_run_warns_about_a_blurred_result(tmp_path, base_card, monkeypat
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             denoise.run(config, path, tmp_path / f"{name}.nrrd")
-        flagged = [w for w in caught if "looks blurred" in str(w.message)]
+        flagged = [w for w in caught if "took away structure" in str(w.message)]
         assert bool(flagged) == (name == "blurred"), name
         assert (tmp_path / f"{name}.nrrd").exists()  # a warning, not an error: the result is written
