@@ -92,6 +92,11 @@ def test_quick_run_writes_the_targets(quality, tiny_models, tmp_path, capsys):
         assert isinstance(t["met"], bool)
     assert next(t for t in targets if t["target"].startswith("inpaint outside"))["met"] is True
     assert saved["targets_met"] == f"{sum(t['met'] for t in targets)} of {len(targets)}"
+    # the scans' own noise is checked against the issue's 20-35 HU at a quarter dose, apart from the targets
+    (check,) = saved["protocol_checks"]
+    assert check["measured"] == saved["denoise"]["abdomen"]["dose_0.25"]["noise_hu_in_soft_tissue"]
+    assert check["met"] == (20.0 <= check["measured"] <= 35.0)
     table = _load("table").rows(saved)
+    assert any(line.startswith("| quarter-dose soft-tissue noise: abdomen") for line in table)
     assert "| target | measured | threshold | met |" in table
     assert sum(line.startswith("| denoise PSNR over BM4D") for line in table) == 1

@@ -43,6 +43,12 @@ def rows(doc: dict) -> list[str]:
     out = []
     if doc.get("targets"):
         out += target_rows(doc["targets"])
+    if doc.get("protocol_checks"):
+        out += ["| protocol check (the scans, not the model) | measured | required | met |", "|---|---|---|---|"]
+        for c in doc["protocol_checks"]:
+            out.append(f"| {c['target']} | {_value(c['measured'])} {c['unit']} | {_value(c['threshold'])}-{_value(c['upper'])} "
+                       f"{c['unit']} | {'yes' if c['met'] else '**no**'} |")
+        out.append("")
     if "denoise" in doc:
         first = next(r for doses in doc["denoise"].values() for r in doses.values())
         keys = tuple(k for k in ("noisy", "meddifffm", "meddifffm_tuned", "bm4d", "nlm", "curvature_flow") if k in first["methods"])
