@@ -19,7 +19,9 @@ component above -400 HU after a 3 mm opening, which cuts the head holder off, ho
 - superres: slabs of three 1.5 mm slices averaged (4.5 mm, controls.slab_average) back to 1.5 mm:
   MedDiff-FM (tasks.superres at its defaults, factor 3) against trilinear and B-spline (SimpleITK).
 - anomaly: a sphere of 15 mm diameter, +25 HU with a soft edge (tanh, 1 mm), added at the deepest
-  point of the brain (tissue of 10-60 HU inside the skull once smoothed, so not a ventricle); the map
+  point of the brain (tissue of 10-60 HU inside the skull once smoothed, so not a ventricle) in a
+  cerebral hemisphere (15 mm or more from the midline, not below the brain's centre of mass) where the
+  sphere fits there; the map
   of tasks.anomaly (defaults) restricted to the brain; where its maximum lies (on the lesion: within
   the 15 mm sphere) and its AUROC over brain voxels (lesion: the sphere); the image score (the map's
   maximum) of the same scan without the lesion for comparison.
@@ -61,6 +63,7 @@ from MedDiffFMLogic.metrics import auroc, plain, psnr, ssim  # noqa: E402
 from MedDiffFMLogic.modelfiles import find_model, read_card  # noqa: E402
 from MedDiffFMLogic.phantoms import simulate_low_dose  # noqa: E402
 from MedDiffFMLogic.phantoms.scanner import measure_noise_hu  # noqa: E402
+from MedDiffFMLogic.regions import HU_WINDOWS  # noqa: E402
 from MedDiffFMLogic.settings.anomaly import AnomalyConfig  # noqa: E402
 from MedDiffFMLogic.settings.denoise import DenoiseConfig  # noqa: E402
 from MedDiffFMLogic.settings.superres import SuperresConfig  # noqa: E402
@@ -330,9 +333,22 @@ def bench_anomaly(image, box, brain_full, plan: Plan, model, log, panels) -> dic
     if brain.sum() < 10:
         raise RuntimeError("no brain in the evaluated volume: give a larger --crop")
     # Deepest in the brain of the whole scan and away from the box's faces, so the sphere lies in the box.
-    depth = np.minimum(ndimage.distance_transform_edt(brain_full, sampling=list(reversed(spacing)))[box],
-                       face_distance(brain.shape, spacing))
-    centre = np.unravel_index(int(np.argmax(np.where(brain, depth, -1.0))), depth.shape)
+    faces = face_distance(brain.shape, spacing)
+    # The brain's depth matters only up to the distance to the box's faces: the distance transform needs
+    # the box grown by that much, not the whole scan.
+    grow = [int(np.ceil(faces.max() / sp)) + 1 for sp in reversed(spacing)]
+    outer = tuple(slice(max(b.start - g, 0), min(b.stop + g, n)) for b, g, n in zip(box, grow, brain_full.shape))
+    inner = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer))
+    depth = np.minimum(ndimage.distance_transform_edt(brain_full[outer], sampling=list(reversed(spacing)))[inner], faces)
+    # In a cerebral hemisphere where it fits: off the midline (a sphere there would straddle the falx) and
+    # not below the brain's centre of mass (the posterior fossa, where the cerebellum lies).
+    middle = ndimage.center_of_mass(brain_full)
+    lateral = np.abs(np.arange(brain.shape[2]) + box[2].start - middle[2]) * spacing[0] >= LESION_DIAMETER_MM
+    upper = np.arange(brain.shape[0]) + box[0].start >= middle[0]
+    candidates = brain & lateral[None, None, :] & upper[:, None, None]
+    if not (candidates & (depth > LESION_DIAMETER_MM / 2.0)).any():
+        candidates = brain
+    centre = np.unravel_index(int(np.argmax(np.where(candidates, depth, -1.0))), depth.shape)
     added, lesion = lesion_profile(brain.shape, spacing, centre)
     sick = ctio.from_array(arr(base) + added.astype(np.float32), base)
     config = AnomalyConfig(region=REGION, model=model.name, **({"steps": plan.anomaly_steps} if plan.anomaly_steps else {}))
@@ -466,7 +482,7 @@ def main(argv=None) -> int:
         "scan": {"source": source_text, "size_xyz": list(image.GetSize()), "spacing_mm": [round(s, 4) for s in spacing],
                  "evaluated_box_zyx": [[s.start, s.stop] for s in box],
                  "tuning_box_zyx": [[s.start, s.stop] for s in tune_box],
-                 "head_voxels_evaluated": int(head[box].sum()), "hu_window": list(map(float, (-150, 250)))},
+                 "head_voxels_evaluated": int(head[box].sum()), "hu_window": list(HU_WINDOWS[REGION])},
         "plan": asdict(plan),
         "models": {k: {"name": v, "sha256": read_card(find_model(v)).sha256}
                    for k, v in (("base", args.model), ("superres", args.superres_model))},
@@ -495,7 +511,7 @@ def main(argv=None) -> int:
         figures = Path(args.figures)
         figures.mkdir(parents=True, exist_ok=True)
         for name, (k, items) in panels.items():
-            save_panels(figures / f"realct_{name}.png", [(t, a[k]) for t, a in items], (-150.0, 250.0),
+            save_panels(figures / f"realct_{name}.png", [(t, a[k]) for t, a in items], HU_WINDOWS[REGION],
                         heat={2, 3} if name == "anomaly" else ())
     print(text)
     return 0
