@@ -482,7 +482,9 @@ def main(argv=None) -> int:
         "scan": {"source": source_text, "size_xyz": list(image.GetSize()), "spacing_mm": [round(s, 4) for s in spacing],
                  "evaluated_box_zyx": [[s.start, s.stop] for s in box],
                  "tuning_box_zyx": [[s.start, s.stop] for s in tune_box],
-                 "head_voxels_evaluated": int(head[box].sum()), "hu_window": list(HU_WINDOWS[REGION])},
+                 "head_voxels_evaluated": int(head[box].sum()), "hu_window": list(HU_WINDOWS[REGION]),
+                 # the reference is a real scan, with its own noise (flat soft-tissue tiles)
+                 "own_noise_hu_estimated": round(estimate_noise_hu(hu[box], spacing[:2]), 1)},
         "plan": asdict(plan),
         "models": {k: {"name": v, "sha256": read_card(find_model(v)).sha256}
                    for k, v in (("base", args.model), ("superres", args.superres_model))},
