@@ -102,6 +102,7 @@ def test_targets_say_which_are_met(realct):
 
 def check_document(doc: dict) -> None:
     assert doc["plan"]["crop"] is not None and doc["scan"]["head_voxels_evaluated"] > 0
+    assert doc["scan"]["own_noise_hu_estimated"] > 0
     assert set(doc["denoise"]) == {"dose_0.25", "dose_0.1"}
     for row in doc["denoise"].values():
         assert row["noise_hu_added"] > 0 and math.isfinite(row["noise_hu_in_head"])
