@@ -11,7 +11,7 @@ Each axial slice of a copy at about 4 mm (block means: fast, and less noise) vot
   head's when the scan shows lungs or a skull, else under NECK_AREA_CM2;
 - abdomen: the rest, a large soft-tissue body without lungs.
 The majority of the voting slices decides; a scan whose second region holds at least MIXED_SHARE of
-them is reported as mixed. Torch-free: the Slicer module and the web app may import it.
+them is reported as mixed. Torch-free, like everything the settings and the GUIs may reach.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from .anatomy import TOTALSEGMENTATOR_CLASSES
 from .errors import InputError
+from .grids import Orientation
 from .regions import AUTO_REGION, HU_WINDOWS, REGIONS, UNKNOWN_REGION, check_region
 
 DETECT_SPACING_MM = 4.0
@@ -68,8 +70,6 @@ class Detection:
 
 def detect_region(image: sitk.Image) -> Detection:
     """The body region of a CT in HU (any spacing; any axis order: it is looked at in axial slices)."""
-    from .grids import Orientation
-
     orientation = Orientation(image)
     hu = orientation.array_to_axial(sitk.GetArrayViewFromImage(image))
     spacing = [image.GetSpacing()[k] for k in orientation.perm]  # axial x, y, z
@@ -170,9 +170,6 @@ _LABEL_GROUPS = {
 def region_from_labels(labels: sitk.Image) -> Detection:
     """The region an organ label map shows: each axial slice votes for the group (lungs and heart; brain,
     skull and thyroid; abdominal organs) covering most of it; the majority decides."""
-    from .anatomy import TOTALSEGMENTATOR_CLASSES
-    from .grids import Orientation
-
     index = {name: i for i, name in TOTALSEGMENTATOR_CLASSES.items()}
     array = Orientation(labels).array_to_axial(sitk.GetArrayViewFromImage(labels))
     areas = np.stack([np.isin(array, [index[n] for n in names]).sum(axis=(1, 2)) for names in _LABEL_GROUPS.values()])
