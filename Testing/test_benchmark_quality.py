@@ -100,3 +100,27 @@ def test_quick_run_writes_the_targets(quality, tiny_models, tmp_path, capsys):
     assert any(line.startswith("| quarter-dose soft-tissue noise: abdomen") for line in table)
     assert "| target | measured | threshold | met |" in table
     assert sum(line.startswith("| denoise PSNR over BM4D") for line in table) == 1
+
+
+def test_field_of_view_comes_from_the_training_config(quality):
+    class Card:
+        provenance = {"config": {"data": {"phantoms": {"size": [224, 224, 96], "spacing": [1.5, 1.5, 1.5]}}}}
+
+    assert quality.training_fov_mm(Card()) == (336.0, 336.0)
+    Card.provenance = {}
+    assert quality.training_fov_mm(Card()) == quality.DEFAULT_FOV_MM
+
+
+def test_merge_replaces_only_the_regions_rerun(quality, tmp_path):
+    def doc(region, auroc, command):
+        return {"command": command, "models": {"base": "m"}, "seconds": {"anomaly": 1.0},
+                "anomaly": {region: {"scans_with_lesions": 20, "scans_without": 20, "image_auroc": auroc,
+                                     "voxel_auroc_in_host_organ": 0.95}}}
+
+    quality._write(tmp_path, doc("chest", 0.5, "all"), merge=False)
+    quality._write(tmp_path, doc("abdomen", 0.7, "--regions abdomen"), merge=True)
+    merged = json.loads(quality._write(tmp_path, doc("chest", 0.95, "--regions chest"), merge=True))
+    assert merged["anomaly"]["abdomen"]["image_auroc"] == 0.7 and merged["anomaly"]["chest"]["image_auroc"] == 0.95
+    met = {t["target"]: t["met"] for t in merged["targets"] if "image AUROC" in t["target"]}
+    assert met == {"anomaly image AUROC: chest (20 + 20 scans)": True, "anomaly image AUROC: abdomen (20 + 20 scans)": False}
+    assert merged["commands"] == ["all", "--regions abdomen", "--regions chest"]
