@@ -26,7 +26,7 @@ from .wall import WallMixin
 
 
 # leaf radius of the pulmonary vessel trees (mm, Murray: r = r_leaf * n^(1/3)); see seeds/phantoms.md
-_LUNG_R_LEAF = 0.68
+_LUNG_R_LEAF = 0.64
 
 
 class _Body(ChestMixin, AbdomenMixin, SkeletonMixin, HeadNeckMixin, WallMixin, LimbsMixin):

@@ -16,6 +16,7 @@ from .atlas import _l
 from .config import _T, LESION_MODELS, Phantom, PhantomConfig
 from .contrast import resolve_phase
 from .lesions import paint_lesions, plan_lesions
+from .limbs import ARMS_RAISED
 from .shapes import _Canvas
 from .textures import _psf_sigma, _texture
 
@@ -101,8 +102,7 @@ def make_phantom(config: PhantomConfig) -> Phantom:
     seed = int(config.seed)
     phase = resolve_phase(config.contrast, seed)
     body = _Body(np.random.default_rng([seed, 0]), phase)
-    if config.region == "head_neck":  # head and neck CT is scanned with the arms down
-        body.set_arms(False)
+    body.set_arms(body.arm_draw < ARMS_RAISED[config.region])
     frame = _patient_frame(body, config)
     organs = np.array([_l(n) for n in LESION_MODELS[config.region]["organs"]], dtype=np.uint8)
     hu = tex = labels = lesion = plan = None

@@ -142,7 +142,7 @@ class HeadNeckMixin:
         outer = np.array([74.0, 92.0, 94.0]) * k
         inner = np.array([67.0, 85.0, 87.0]) * k
         sl, rho_o = cv.ellipsoid(hc, outer)
-        if sl is None:
+        if sl is None or rho_o.size == 0:  # no head in this field of view (its fields cost the whole grid)
             return
         X, Y, Z = cv.coords(sl)
         rho_i = np.sqrt(((X - hc[0]) / inner[0]) ** 2 + ((Y - hc[1]) / inner[1]) ** 2 + ((Z - hc[2]) / inner[2]) ** 2)

@@ -1,7 +1,7 @@
 """The shoulder girdle and the arms: humeri, scapulae with glenoid, spine and acromion, clavicles reaching
 the acromion; deltoid, pectoral, trapezius, rotator-cuff and axillary-fold muscles in fat planes,
 axillary fat with vessels and nodes; the fat-filled thoracic inlet. Arms down by the body or raised
-(per seed; always down for the head and neck, as head and neck CT is scanned)."""
+(per seed, with a share by region, ARMS_RAISED)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ from .atlas import _SPINE_Y, _SPINE_Z, _l
 from .shapes import _path, _rotation, _unit
 
 
+# Share of scans with the arms raised, by region: the usual position for chest and abdominal CT, which
+# some patients cannot take; head and neck CT is scanned with the arms down.
+ARMS_RAISED = {"head_neck": 0.0, "chest": 0.75, "abdomen": 0.85}
+
+
 class LimbsMixin:
     """Methods of the body model (``body._Body``) for the shoulders and arms."""
 
@@ -19,7 +24,7 @@ class LimbsMixin:
         # their own random stream, seeded by earlier draws: the rest of the anatomy is unchanged by them
         rng = np.random.default_rng(np.frombuffer(np.asarray([self.fat, self.width, self.depth, 3.0]).tobytes(),
                                                   np.uint32))
-        self.arms_raised_drawn = bool(rng.uniform() < 0.6)
+        self.arm_draw = rng.uniform()  # arms raised when below the region's share (ARMS_RAISED)
         self.arm_gap = rng.uniform(-6.0, 8.0)  # mm between the arm's and the chest's skin (arms down)
         self.humeral_r = rng.uniform(21.0, 25.0)
         self.deltoid = rng.uniform(13.0, 21.0)
@@ -27,7 +32,7 @@ class LimbsMixin:
         self.arm_fat = 3.0 + 0.35 * self.fat
         self.limb_jit = rng.normal(0.0, 3.0, (2, 3))
         self.axilla_nodes = rng.uniform(0.0, 1.0, (2, 3))
-        self.set_arms(self.arms_raised_drawn)
+        self.set_arms(self.arm_draw < ARMS_RAISED["chest"])
 
     def set_arms(self, raised: bool):
         """Place the arms: per side (humeral head centre, arm centreline points, muscle radii)."""
@@ -90,10 +95,10 @@ class LimbsMixin:
             cap = self.humeral_r + self.deltoid
             parts.append(cv.ellipsoid(h + (s * 4.0, 0.0, 2.0), (cap + self.arm_fat, cap + self.arm_fat + 4.0,
                                                                cap + self.arm_fat + 6.0)) + (self.arm_fat / cap,))
-            pts, r = _path(ctrl, radii)
+            pts, r = _path(ctrl, radii, step=16.0)
             parts.append(cv.tube(pts, r + self.arm_fat) + (None,))
             for fc, fr in ([self.forearms[s]] if s in self.forearms else []):
-                pts_f, r_f = _path(fc, fr)
+                pts_f, r_f = _path(fc, fr, step=16.0)
                 parts.append(cv.tube(pts_f, r_f + self.arm_fat) + (None,))
             for sl, rho, _ in parts:  # fat where no other part is yet, a skin line at the surface
                 if rho.size:
@@ -108,7 +113,7 @@ class LimbsMixin:
             if nd.size:
                 self._fill(cv, blk, nd < 1.0, BODY_LABEL, "muscle")
             for fc, fr in ([self.forearms[s]] if s in self.forearms else []):
-                blk, nd = cv.tube(*_path(fc, fr))
+                blk, nd = cv.tube(*_path(fc, fr, step=16.0))
                 if nd.size:
                     self._fill(cv, blk, nd < 1.0, BODY_LABEL, "muscle")
 
@@ -132,7 +137,7 @@ class LimbsMixin:
                   h + d * 55.0 + (0.0, -16.0, 0.0)], 11.0),  # pectoralis major, the anterior axillary fold
                 ([(s * 112.0, back - 30.0, 170.0), h + d * 60.0 + (0.0, 16.0, 0.0)], 12.0),  # latissimus, teres
             ):
-                blk, nd = cv.tube(*_path(pts, r))
+                blk, nd = cv.tube(*_path(pts, r, step=8.0))
                 if nd.size:
                     fat = (cv.lab[blk] == BODY_LABEL) & (cv.hu[blk] == fat_hu)
                     self._fill(cv, blk, (nd < 1.0) & fat, BODY_LABEL, "muscle")
@@ -148,7 +153,7 @@ class LimbsMixin:
             for tissue, off, r in (("artery", (0.0, -4.0, 0.0), 3.5), ("upper_vein", (0.0, -14.0, -4.0), 5.0)):
                 pts = [(s * 75.0, 6.0 + off[1], 255.0 + off[2]), h + d * 40.0 + (s * -(self.humeral_r + 16.0), 0, 0) + off,
                        h + d * 120.0 + (s * -self.arm_r * 0.5, 0, 0) + off]
-                blk, nd = cv.tube(*_path(pts, r))
+                blk, nd = cv.tube(*_path(pts, r, step=8.0))
                 if nd.size:
                     self._fill(cv, blk, (nd < 1.0) & (cv.lab[blk] == BODY_LABEL) & (cv.hu[blk] == fat_hu),
                                BODY_LABEL, tissue)
@@ -186,7 +191,7 @@ class LimbsMixin:
         if rho.size:
             hu = np.where(rho > 1.0 - 1.6 / self.humeral_r, cortex[0], marrow[0]).astype(np.float32)
             cv.put(sl, (rho < 1.0) & self.body_mask[sl], label=_l(f"humerus_{sfx}"), hu=hu, tex=marrow[1])
-        pts, _ = _path(ctrl, 1.0)
+        pts, _ = _path(ctrl, 1.0, step=10.0)
         length = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))]
         pts = pts[length < 300.0]
         r = np.interp(np.linspace(0, 1, len(pts)), [0.0, 0.12, 1.0], [0.6 * self.humeral_r, 12.0, 10.5])
@@ -197,7 +202,7 @@ class LimbsMixin:
             cv.put(blk, m, label=_l(f"humerus_{sfx}"), hu=hu, tex=marrow[1])
         for fc, fr in ([self.forearms[s]] if s in self.forearms else []):  # radius and ulna
             for off in ((s * 10.0, -6.0, 0.0), (s * -10.0, 6.0, 0.0)):
-                self._bone_tube(cv, _path(fc + off, 6.5)[0], 6.5, BODY_LABEL, "cortical", "rib_marrow")
+                self._bone_tube(cv, _path(fc + off, 6.5, step=12.0)[0], 6.5, BODY_LABEL, "cortical", "rib_marrow")
         # scapula: the blade on the back of the chest, its neck and glenoid facing the humeral head, the
         # spine rising to the acromion above the head
         scap = f"scapula_{sfx}"
@@ -213,7 +218,7 @@ class LimbsMixin:
                        ([(s * 62.0, back - 20.0, h[2] - 22.0), h + (s * -10.0, 30.0, self.humeral_r),
                          acromion, acromion + (s * 2.0, -18.0, -1.0)], 5.5),  # spine and acromion
                        ([g + (s * 6.0, -14.0, 10.0), g + (s * 14.0, -30.0, 6.0)], 5.0)):  # coracoid
-            blk, nd = cv.tube(*_path(pts, r))
+            blk, nd = cv.tube(*_path(pts, r, step=6.0))
             if nd.size:
                 m = (nd < 1.0) & self.body_mask[blk] & ~np.isin(cv.lab[blk], self.lung_labels)
                 m &= cv.lab[blk] != _l(f"humerus_{sfx}")
