@@ -185,39 +185,38 @@ def region_from_labels(labels: sitk.Image) -> Detection:
 def resolve_region(region: str, image: sitk.Image | None, labels=None, progress=None) -> str:
     """The region a task runs with: `auto` becomes the region detected on the image (or, without an image,
     on the organ label map `labels`: an image or a path); a given region is kept, with a warning when
-    the scan clearly shows another. Says what was detected (progress note "region")."""
+    the scan (or the label map) shows another. Says what was detected (progress note "region")."""
     check_region(region, auto=True)
-    if image is None:
-        if region != AUTO_REGION:
-            return region
-        if labels is None:
+    if image is None and labels is None:
+        if region == AUTO_REGION:
             raise InputError(NO_SCAN)
+        return region
+    if image is not None:
+        detection, source, scan = detect_region(image), "detected", "scan"
+    else:
         if not isinstance(labels, sitk.Image):
             from . import ctio
 
             labels = ctio.read_label_map(labels)
-        detection = region_from_labels(labels)
-        if detection.region == UNKNOWN_REGION:
+        detection, source, scan = region_from_labels(labels), "detected from the label map", "label map"
+    if region == AUTO_REGION:
+        if detection.region != UNKNOWN_REGION:
+            _note(progress, f"{detection.region} ({source}: {detection.evidence})")
+        elif image is None:
             raise InputError(f"--region auto: cannot tell the region from the label map ({detection.evidence}); "
                              f"pass --region {' / '.join(REGIONS)}")
-        _note(progress, f"{detection.region} (detected from the label map: {detection.evidence})")
-        return detection.region
-    detection = detect_region(image)
-    if region == AUTO_REGION:
-        if detection.region == UNKNOWN_REGION:
+        else:
             _note(progress, f"unknown (could not detect one: {detection.evidence}); the widest window "
                             f"{_window(UNKNOWN_REGION)} and no region condition; pass --region to choose")
-        else:
-            _note(progress, f"{detection.region} (detected: {detection.evidence})")
         return detection.region
     # A mixed scan warns too: the region given is then not what most of the scan shows.
     if region in REGIONS and detection.region not in (UNKNOWN_REGION, region):
         warnings.warn(
-            f"--region {region}, but the scan looks like {detection.region} ({detection.evidence}); running "
+            f"--region {region}, but the {scan} looks like {detection.region} ({detection.evidence}); running "
             f"with {region} (HU window {_window(region)}) as asked. Leave --region out (auto) or pass "
             f"--region {detection.region} if that was a mistake"
         )
-    _note(progress, f"{region} (given; detected: {detection.region}, {detection.evidence})")
+    _note(progress, f"{region} (given; {source}: {detection.region}, {detection.evidence})")
     return region
 
 

@@ -199,3 +199,12 @@ def test_the_real_head_is_head_and_neck():
     image.SetDirection((1, 0, 0, 0, 0, 1, 0, -1, 0))  # rows run from the vertex down, slices front to back
     detection = detect_region(image)
     assert detection.region == "head_neck" and "skull around brain-like tissue" in detection.evidence
+
+
+def test_synthesis_with_a_region_its_label_map_contradicts_warns(phantoms):
+    with pytest.warns(UserWarning, match=r"--region head_neck, but the label map looks like abdomen"):
+        assert resolve_region("head_neck", None, phantoms["abdomen"].labels) == "head_neck"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_region("abdomen", None, phantoms["abdomen"].labels) == "abdomen"
+        assert resolve_region("chest", None, None) == "chest"  # nothing to check it against
