@@ -360,3 +360,20 @@ def test_phantom_command_contrast(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["phantom", *common, "--contrast", "delayed", "-o", str(tmp_path / "x.nii.gz")])
     assert stop.value.code == 2
+
+
+def test_cervical_vertebrae_have_transverse_foramina():
+    """Cervical vertebrae have their own template: besides the spinal canal each holds a transverse
+    foramen on either side (the thoracic template has the canal only)."""
+    ph = make_phantom(PhantomConfig(region="head_neck", size=(200, 240, 100), spacing=(1.0, 1.0, 3.0), seed=1))
+    labels = arr(ph.labels)
+    for name in ("vertebrae_C4", "vertebrae_C6"):
+        bone = labels == anatomy.label_index(name)
+        zs = np.nonzero(bone.any(axis=(1, 2)))[0]
+        section = bone[zs[len(zs) // 2]]
+        holes, n = ndimage.label(ndimage.binary_fill_holes(section) & ~section)
+        sizes = np.sort(ndimage.sum(holes > 0, holes, range(1, n + 1)))[::-1]
+        assert n >= 3 and sizes[0] > 100 and 5 <= sizes[1] < 60 and 5 <= sizes[2] < 60, (name, sizes)
+        centres = ndimage.center_of_mass(holes > 0, holes, range(1, n + 1))
+        xs = sorted(c[1] for c, sz in zip(centres, ndimage.sum(holes > 0, holes, range(1, n + 1))) if sz < 60)
+        assert xs[0] < section.shape[1] / 2 < xs[-1], (name, xs)  # one each side
