@@ -105,6 +105,10 @@ class LimbsMixin:
                     new = (rho < 1.0) & (cv.lab[sl] == 0)
                     self._fill(cv, sl, new, BODY_LABEL, "fat")
                     cv.put(sl, new & (rho > 0.96), hu=skin[0], tex=skin[1])
+            for sl, rho, _ in parts:  # skin lines (the torso's, the parts') that other parts cover: fat
+                if rho.size:
+                    inner = (rho < 0.93) & (cv.lab[sl] == BODY_LABEL) & (cv.hu[sl] == np.float32(skin[0]))
+                    self._fill(cv, sl, inner, BODY_LABEL, "fat")
             # muscle cores: the deltoid and the arm
             sl, rho = cv.ellipsoid(h + (s * 4.0, 0.0, 2.0), (cap, cap + 4.0, cap + 6.0))
             if rho.size:
@@ -227,8 +231,8 @@ class LimbsMixin:
         # clavicle: from the sternum's notch, an S curve to the front of the acromion
         a, b, yc = self.torso(258.0)
         end = acromion + (s * 0.0, -16.0, 0.0)
-        pts, r = _path([(s * 20.0, yc - b - 2.0, 258.0), (s * 60.0, yc - b + 4.0, 262.0),
-                        ((s * 60.0 + end[0]) / 2, (yc - b + end[1]) / 2 - 6.0, (262.0 + end[2]) / 2 + 2.0), end],
+        pts, r = _path([(s * 20.0, yc - b - 2.0, 258.0), (s * 60.0, yc - b + 8.0, 262.0),
+                        ((s * 60.0 + end[0]) / 2, (yc - b + end[1]) / 2 + 4.0, (262.0 + end[2]) / 2), end],
                        [7.0, 6.5, 6.0, 6.5])
         blk, nd = cv.tube(pts, r)
         if nd.size:
