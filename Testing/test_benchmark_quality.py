@@ -85,7 +85,7 @@ def test_quick_run_writes_the_targets(quality, tiny_models, tmp_path, capsys):
     names = [t["target"] for t in targets]
     for prefix in ("denoise PSNR over BM4D", "denoise SSIM over BM4D", "anomaly image AUROC", "anomaly voxel AUROC",
                    "lesion liver lesion", "lesion Dice", "superres PSNR over B-spline", "synthesize every organ",
-                   "synthesize seam ratio", "inpaint outside the mask", "inpaint filled mean"):
+                   "synthesize seam ratio", "inpaint outside the mask", "inpaint filled mean", "inpaint filled SD"):
         assert sum(n.startswith(prefix) for n in names) == 1, (prefix, names)
     for t in targets:
         assert set(t) >= {"target", "measured", "threshold", "comparison", "met"}
