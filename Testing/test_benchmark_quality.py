@@ -124,3 +124,10 @@ def test_merge_replaces_only_the_regions_rerun(quality, tmp_path):
     met = {t["target"]: t["met"] for t in merged["targets"] if "image AUROC" in t["target"]}
     assert met == {"anomaly image AUROC: chest (20 + 20 scans)": True, "anomaly image AUROC: abdomen (20 + 20 scans)": False}
     assert merged["commands"] == ["all", "--regions abdomen", "--regions chest"]
+
+
+def test_phantom_keeps_the_signature_speed_tasks_uses(quality):
+    # benchmarks/speed_tasks.py draws its inputs with quality.phantom(region, seed, size, spacing, ...)
+    a = quality.phantom("chest", 10001, [24, 24, 8], (8.0, 8.0, 4.0), lesions=1, radius=(8.0, 12.0))
+    assert a.image.GetSize() == (24, 24, 8) and a.image.GetSpacing() == (8.0, 8.0, 4.0)
+    assert quality.phantom("chest", 10001, (24, 24, 8), [8, 8, 4], lesions=1, radius=[8, 12]) is a  # kept, not redrawn

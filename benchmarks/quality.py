@@ -188,12 +188,23 @@ class Grid:
         return tuple(max(1, int(round(m / s))) for m, s in zip(reversed(mm), reversed(self.spacing[:len(mm)])))
 
 
+def phantom(region: str, seed: int, size, spacing, lesions: int = 0, radius=(4.0, 12.0)):
+    """A phantom (also used by speed_tasks.py). The same arguments give the same phantom, so the last
+    few are kept for the next task that draws one of them: a phantom costs seconds however small (its
+    vessel trees are grown first)."""
+    return _phantom(region, int(seed), tuple(int(n) for n in size), tuple(float(s) for s in spacing), int(lesions),
+                    tuple(float(r) for r in radius))
+
+
 @functools.lru_cache(maxsize=6)
-def phantom(region: str, seed: int, grid: Grid, z_mm: float, lesions: int = 0, radius=LESION_RADIUS_MM):
-    """A held-out phantom slab (deterministic: kept for the tasks that use the same one; a phantom
-    costs seconds however small, its vessel trees are grown first)."""
-    return make_phantom(PhantomConfig(region=region, size=grid.size(z_mm), spacing=grid.spacing, lesions=lesions,
-                                      seed=seed, lesion_radius_mm=radius))
+def _phantom(region, seed, size, spacing, lesions, radius):
+    return make_phantom(PhantomConfig(region=region, size=size, spacing=spacing, lesions=lesions, seed=seed,
+                                      lesion_radius_mm=radius))
+
+
+def slab(region: str, seed: int, grid: Grid, z_mm: float, lesions: int = 0):
+    """A held-out phantom slab `z_mm` thick through the middle of the region, on `grid`."""
+    return phantom(region, seed, grid.size(z_mm), grid.spacing, lesions, LESION_RADIUS_MM)
 
 
 def host_organ(labels: np.ndarray, region: str) -> np.ndarray:
@@ -229,10 +240,10 @@ def low_dose(clean: sitk.Image, b: tuple[slice, ...], dose: float, seed: int) ->
     """The scan of the box: noise simulated on whole slices (the noise depends on the path of each ray
     through the whole body), then cropped; and its measured soft-tissue noise (HU)."""
     z = b[0]
-    slab = clean[:, :, z.start:z.stop]
-    noisy = simulate_low_dose(slab, dose, seed=seed, slice_thickness_mm=NOISE_SLICE_MM)
+    slices = clean[:, :, z.start:z.stop]
+    noisy = simulate_low_dose(slices, dose, seed=seed, slice_thickness_mm=NOISE_SLICE_MM)
     in_plane = (slice(0, z.stop - z.start), b[1], b[2])
-    noisy, clean_box = crop(noisy, in_plane), crop(slab, in_plane)
+    noisy, clean_box = crop(noisy, in_plane), crop(slices, in_plane)
     return noisy, float(measure_noise_hu(clean_box, noisy))
 
 
@@ -284,12 +295,12 @@ def bench_denoise(plan: Plan, models, figures: Path, log) -> dict:
     tuning = any(len(c) > 1 for c in candidates.values())
     for region in plan.regions:
         if tuning:
-            tune = phantom(region, TUNE_SEED, grid, plan.slab_mm)
+            tune = slab(region, TUNE_SEED, grid, plan.slab_mm)
             tune_box = box(tune.image.GetSize()[::-1], body_centre(arr(tune.labels)), grid.voxels(plan.tune_crop_mm))
             tune_clean, tune_body = arr(crop(tune.image, tune_box)), arr(crop(tune.labels, tune_box)) > 0
         evals = []
         for i in range(plan.eval_phantoms):
-            p = phantom(region, FIRST_EVAL_SEED + i, grid, plan.slab_mm)
+            p = slab(region, FIRST_EVAL_SEED + i, grid, plan.slab_mm)
             evals.append((p, box(p.image.GetSize()[::-1], body_centre(arr(p.labels)), grid.voxels(plan.denoise_crop_mm))))
         out[region] = {}
         for dose in plan.doses:
@@ -363,8 +374,8 @@ def bench_anomaly(plan: Plan, models, figures: Path, log) -> dict:
         example = None
         for i in range(plan.anomaly_scans):
             seed = FIRST_EVAL_SEED + i
-            sick = phantom(region, seed, grid, plan.slab_mm, lesions=1)
-            healthy = phantom(region, seed, grid, plan.slab_mm)
+            sick = slab(region, seed, grid, plan.slab_mm, lesions=1)
+            healthy = slab(region, seed, grid, plan.slab_mm)
             jitter = np.random.default_rng(seed).uniform(-0.25, 0.25, 3) * np.asarray(size)
             b = box(sick.image.GetSize()[::-1], np.asarray(lesion_centre(arr(sick.lesion_mask) > 0)) + jitter, size)
             organ = host_organ(arr(crop(sick.labels, b)), region)
@@ -411,7 +422,7 @@ def bench_inpaint(plan: Plan, models, figures: Path, log) -> dict:
         example = None
         for i in range(plan.other_phantoms):
             seed = FIRST_EVAL_SEED + i
-            p = phantom(region, seed, grid, plan.slab_mm, lesions=1)
+            p = slab(region, seed, grid, plan.slab_mm, lesions=1)
             clean, labels = arr(p.image), arr(p.labels)
             les = arr(p.lesion_mask).astype(bool)
             mask = ndimage.binary_dilation(les, iterations=1)
@@ -461,7 +472,7 @@ def bench_lesion(plan: Plan, models, figures: Path, log) -> dict:
     out = {}
     grid = Grid(models.card.working_spacing, models.fov_mm)
     for region in plan.regions:
-        p = phantom(region, FIRST_EVAL_SEED, grid, plan.lesion_slab_mm)
+        p = slab(region, FIRST_EVAL_SEED, grid, plan.lesion_slab_mm)
         clean, labels = arr(p.image), arr(p.labels)
         organ = host_organ(labels, region)
         spacing_zyx = tuple(reversed(grid.spacing))
@@ -519,7 +530,7 @@ def bench_superres(plan: Plan, models, figures: Path, log) -> dict:
             example = None
             for i in range(plan.other_phantoms):
                 seed = FIRST_EVAL_SEED + i
-                p = phantom(region, seed, grid, max(plan.slab_mm, plan.superres_slabs * factor * thin_mm))
+                p = slab(region, seed, grid, max(plan.slab_mm, plan.superres_slabs * factor * thin_mm))
                 b = box(p.image.GetSize()[::-1], body_centre(arr(p.labels)),
                         (plan.superres_slabs * factor, *grid.voxels(plan.superres_crop_mm)))
                 truth_image = crop(p.image, b)
@@ -600,7 +611,7 @@ def bench_synthesize(plan: Plan, models, figures: Path, tmp: Path, log) -> dict:
         example = None
         for i in range(plan.other_phantoms):
             seed = FIRST_EVAL_SEED + i
-            p = phantom(region, seed, grid, max(plan.slab_mm, plan.synthesize_crop_mm[2]))
+            p = slab(region, seed, grid, max(plan.slab_mm, plan.synthesize_crop_mm[2]))
             b = box(p.image.GetSize()[::-1], body_centre(arr(p.labels)), grid.voxels(plan.synthesize_crop_mm))
             labels_image = crop(p.labels, b)
             labels_path = ctio.write_image(labels_image, tmp / f"labels_{region}_{i}.nrrd")
