@@ -92,6 +92,8 @@ def test_quick_run_writes_the_targets(quality, tiny_models, tmp_path, capsys):
         assert isinstance(t["met"], bool)
     assert next(t for t in targets if t["target"].startswith("inpaint outside"))["met"] is True
     assert saved["targets_met"] == f"{sum(t['met'] for t in targets)} of {len(targets)}"
+    (superres,) = saved["superres"].values()
+    assert superres["abdomen"]["issue_setting_note"].startswith("issue 12's 5 mm -> 1 mm as 8 mm -> 4 mm")
     # the scans' own noise is checked against the issue's 20-35 HU at a quarter dose, apart from the targets
     (check,) = saved["protocol_checks"]
     assert check["measured"] == saved["denoise"]["abdomen"]["dose_0.25"]["noise_hu_in_soft_tissue"]

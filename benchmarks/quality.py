@@ -553,6 +553,9 @@ def bench_superres(plan: Plan, models, figures: Path, log) -> dict:
                 "phantoms": plan.other_phantoms, "thick_mm": thick_mm, "thin_mm": thin_mm, "factor": factor,
                 "in_plane_mm": list(ws[:2]), "crop_size_xyz": list(example[0].shape[::-1]),
                 "issue_setting": index == 0,  # the one issue 12's target is about
+                **({"issue_setting_note": f"issue 12's 5 mm -> 1 mm as {thick_mm:g} mm -> {thin_mm:g} mm: the working "
+                                          f"spacing ({ws[2]:g} mm) is coarser than 1 mm" if thin_mm != SUPERRES_THIN_MM
+                                          else "issue 12's 5 mm -> 1 mm"} if index == 0 else {}),
                 "methods": mean_metrics(rows),
             }
             log(f"superres {name} {region}: {out[name][region]}")
