@@ -19,8 +19,9 @@ the patient has the size it had in training; in z they are slabs through the mid
 each task measures a crop of them (around the lesion or the body's centre) where it can, to keep the
 run within about an hour on two cores. Low-dose scans come from the phantoms' scanner model
 (phantoms.simulate_low_dose: projections, Poisson counts, filtered back-projection) on whole slices,
-before cropping, at 1 mm slice thickness: a quarter dose (about 20-35 HU of soft-tissue noise) and 10%
-of the dose; the noise of every scan is measured (phantoms.measure_noise_hu) and reported.
+before cropping, at 1 mm slice thickness: a quarter dose (issue 12 expects 20-35 HU of soft-tissue noise
+there; "protocol_checks" says whether the scanner's calibration gives it) and 10% of the dose; the noise
+of every scan is measured (phantoms.measure_noise_hu) and reported.
 
 - denoise: PSNR and SSIM inside the body (HU clipped to the region's window, data range = the window's
   width; SSIM as the mean of the axial 2D SSIM map over body voxels) of the noisy input, MedDiff-FM,
