@@ -12,9 +12,10 @@ from .atlas import _SPINE_Y, _SPINE_Z, _l
 from .shapes import _path, _rotation, _unit
 
 
-# Share of scans with the arms raised, by region: the usual position for chest and abdominal CT, which
-# some patients cannot take; head and neck CT is scanned with the arms down.
-ARMS_RAISED = {"head_neck": 0.0, "chest": 0.75, "abdomen": 0.85}
+# Share of scans with the arms raised, by region: the usual position for chest CT, which some patients
+# cannot take; abdominal CT here always has them raised (arms down would shrink the patient in a fixed
+# field of view and with it the scanner's calibrated noise); head and neck CT has them down.
+ARMS_RAISED = {"head_neck": 0.0, "chest": 0.75, "abdomen": 1.0}
 
 
 class LimbsMixin:
