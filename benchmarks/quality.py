@@ -355,6 +355,22 @@ def bench_denoise(plan: Plan, models, figures: Path, log) -> dict:
     return out
 
 
+def with_lesions(region: str, grid: Grid, z_mm: float, count: int, log):
+    """(seed, phantom with one lesion) for the first `count` evaluation seeds whose lesion has voxels (a
+    host organ too thin in the slab shrinks it to nothing: that seed is skipped, and said)."""
+    found, seed = 0, FIRST_EVAL_SEED
+    while found < count:
+        if seed >= FIRST_EVAL_SEED + 3 * count + 3:
+            raise RuntimeError(f"{region}: too few phantoms with a lesion in a {z_mm:g} mm slab")
+        p = slab(region, seed, grid, z_mm, lesions=1)
+        if arr(p.lesion_mask).any():
+            found += 1
+            yield seed, p
+        else:
+            log(f"{region}: seed {seed} has no room for a lesion in its slab; skipped")
+        seed += 1
+
+
 def lesion_centre(mask: np.ndarray) -> tuple[float, ...]:
     """The centre of the largest connected piece of a lesion mask (z, y, x)."""
     labelled, n = ndimage.label(mask)
@@ -373,9 +389,7 @@ def bench_anomaly(plan: Plan, models, figures: Path, log) -> dict:
     for region in plan.regions:
         maps, lesions, scores, labels_, dices, noise = [], [], [], [], [], []
         example = None
-        for i in range(plan.anomaly_scans):
-            seed = FIRST_EVAL_SEED + i
-            sick = slab(region, seed, grid, plan.slab_mm, lesions=1)
+        for seed, sick in with_lesions(region, grid, plan.slab_mm, plan.anomaly_scans, log):
             healthy = slab(region, seed, grid, plan.slab_mm)
             jitter = np.random.default_rng(seed).uniform(-0.25, 0.25, 3) * np.asarray(size)
             b = box(sick.image.GetSize()[::-1], np.asarray(lesion_centre(arr(sick.lesion_mask) > 0)) + jitter, size)
@@ -421,9 +435,7 @@ def bench_inpaint(plan: Plan, models, figures: Path, log) -> dict:
     for region in plan.regions:
         rows = []
         example = None
-        for i in range(plan.other_phantoms):
-            seed = FIRST_EVAL_SEED + i
-            p = slab(region, seed, grid, plan.slab_mm, lesions=1)
+        for seed, p in with_lesions(region, grid, plan.slab_mm, plan.other_phantoms, log):
             clean, labels = arr(p.image), arr(p.labels)
             les = arr(p.lesion_mask).astype(bool)
             mask = ndimage.binary_dilation(les, iterations=1)
