@@ -133,3 +133,14 @@ def test_phantom_keeps_the_signature_speed_tasks_uses(quality):
     a = quality.phantom("chest", 10001, [24, 24, 8], (8.0, 8.0, 4.0), lesions=1, radius=(8.0, 12.0))
     assert a.image.GetSize() == (24, 24, 8) and a.image.GetSpacing() == (8.0, 8.0, 4.0)
     assert quality.phantom("chest", 10001, (24, 24, 8), [8, 8, 4], lesions=1, radius=[8, 12]) is a  # kept, not redrawn
+
+
+def test_a_refused_scan_is_measured_as_the_noisy_input(quality, tiny_models, tmp_path, monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise quality.InputError("could not estimate the noise level")
+
+    monkeypatch.setattr(quality.denoise, "denoise_image", refuse)
+    assert quality.main(["--quick", "--tasks", "denoise", "--out", str(tmp_path), "--model", tiny_models["base"],
+                         "--lesion-controlnet", tiny_models["lesion"], "--superres-controlnet", tiny_models["superres"]]) == 0
+    r = json.loads(capsys.readouterr().out)["denoise"]["abdomen"]["dose_0.25"]
+    assert len(r["meddifffm_failures"]) == 1 and r["methods"]["meddifffm"]["psnr"] == r["methods"]["noisy"]["psnr"]
