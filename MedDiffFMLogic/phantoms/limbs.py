@@ -134,10 +134,10 @@ class LimbsMixin:
             # muscles that run through fat: only where the tissue is fat
             for pts, r in (
                 ([(s * 12.0, back - 8.0, 292.0), (s * 55.0, back - 10.0, 276.0), (s * 100.0, back - 18.0, 262.0),
-                  acromion + (0.0, 6.0, 2.0)], 10.0),  # trapezius, neck to acromion
-                ([(s * 30.0, 52.0, 300.0), (s * 62.0, back - 26.0, h[2] - 6.0)], 7.0),  # levator scapulae
+                  acromion + (0.0, 6.0, 2.0)], 14.0),  # trapezius, neck to acromion
+                ([(s * 30.0, 52.0, 300.0), (s * 62.0, back - 26.0, h[2] - 6.0)], 9.0),  # levator scapulae
                 ([(s * 26.0, 36.0, 292.0), (s * 48.0, 12.0, 262.0)], 6.5),  # scalenes to the first rib
-                ([(s * 70.0, back - 22.0, h[2] - 12.0), h + (s * -4.0, 10.0, self.humeral_r + 2.0)], 9.0),  # supraspinatus
+                ([(s * 70.0, back - 22.0, h[2] - 12.0), h + (s * -4.0, 10.0, self.humeral_r + 2.0)], 12.0),  # supraspinatus
                 ([(s * 70.0, yc_t - b_t + 12.0, 218.0), (s * 105.0, yc_t - b_t + 14.0, 214.0),
                   h + d * 55.0 + (0.0, -16.0, 0.0)], 11.0),  # pectoralis major, the anterior axillary fold
                 ([(s * 112.0, back - 30.0, 170.0), h + d * 60.0 + (0.0, 16.0, 0.0)], 12.0),  # latissimus, teres
