@@ -273,7 +273,8 @@ def baselines(noisy: sitk.Image, plan: Plan, params: dict | None = None):
     """Every baseline at each of its candidate settings (params None) or at the given ones:
     yields (method, setting, output)."""
     y = arr(noisy).astype(np.float32)
-    sigma = estimate_noise_hu(y, noisy.GetSpacing()[:2])
+    # 0 when the crop has no flat soft tissue: a floor keeps BM4D and NLM defined (they then barely act)
+    sigma = max(estimate_noise_hu(y, noisy.GetSpacing()[:2]), 1.0)
     for f in (plan.bm4d_factors if params is None else [params["bm4d"]]):
         yield "bm4d", f, bm4d_denoise(y, f * sigma)
     for f in (plan.nlm_factors if params is None else [params["nlm"]]):
