@@ -220,8 +220,7 @@ def resolve_region(region: str, image: sitk.Image | None, labels=None, progress=
     return region
 
 
-NO_SCAN = ("--region auto needs a scan or an organ label map to detect the region from; synthesis without "
-           "--anatomy has neither: pass --region head_neck, chest or abdomen")
+NO_SCAN = "--region auto needs a scan or an organ label map to detect the region from: pass --region head_neck, chest or abdomen"
 
 
 def _window(region: str) -> str:

@@ -100,15 +100,19 @@ def test_a_region_that_contradicts_the_scan_is_warned_about_and_kept(phantoms):
         assert resolve_region("chest", phantoms["chest"].image) == "chest"
 
 
-def test_synthesis_reads_auto_off_the_label_map_or_refuses(tmp_path, phantoms):
+def test_synthesis_reads_auto_off_the_label_map_or_says_what_it_chose(tmp_path, phantoms, tiny_model_card):
     from MedDiffFMLogic.tasks import synthesize
 
     labels = ctio.write_image(phantoms["abdomen"].labels, tmp_path / "labels.nrrd")
     stream = io.StringIO()
     assert resolve_region("auto", None, str(labels), Progress("json", stream)) == "abdomen"
     assert _notes(stream)[0].startswith("abdomen (detected from the label map")
-    with pytest.raises(InputError, match="--region auto needs a scan or an organ label map"):
-        synthesize.run(synthesize.SynthesizeConfig(size=(16, 16, 16)), tmp_path / "out.nrrd")
+    # without a label map there is nothing to detect from: chest, and the note says so
+    stream = io.StringIO()
+    synthesize.run(synthesize.SynthesizeConfig(size=(16, 16, 16), model=str(tiny_model_card), steps=1, device="cpu"),
+                   tmp_path / "out.nrrd", Progress("json", stream))
+    assert _notes(stream)[0].startswith("chest (no --anatomy label map")
+    assert (tmp_path / "out.nrrd").exists()
     empty = sitk.Image(8, 8, 8, sitk.sitkUInt8)
     with pytest.raises(InputError, match="cannot tell the region from the label map"):
         resolve_region("auto", None, empty)
