@@ -38,7 +38,7 @@ class LimbsMixin:
     def set_arms(self, raised: bool):
         """Place the arms: per side (humeral head centre, arm centreline points, muscle radii)."""
         self.arms_raised = bool(raised)
-        self.arms = {}
+        self.arms, self.forearms = {}, {}
         for k, s in enumerate((1.0, -1.0)):
             j = self.limb_jit[k]
             if raised:  # the humeral head rides up, the arm passes beside the head
@@ -56,11 +56,8 @@ class LimbsMixin:
                     radii.append(r)
                 e = ctrl[-1]  # the forearm runs forward to the hand on the thigh
                 ctrl_f = [e, e + (s * -10.0, -40.0, -110.0), e + (s * -20.0, -70.0, -230.0)]
-                self.forearms = getattr(self, "forearms", {})
                 self.forearms[s] = (np.array(ctrl_f), np.array([self.arm_r * 0.75, self.arm_r * 0.65, 20.0]))
             self.arms[s] = (h, np.array(ctrl, float), np.array(radii, float))
-        if raised:
-            self.forearms = {}
 
     def limbs_extent(self, z0: float, z1: float) -> float:
         """Nominal half-width of the shoulders and arms between heights z0 and z1 (0 when none there)."""
@@ -69,15 +66,11 @@ class LimbsMixin:
         for s, (h, ctrl, radii) in self.arms.items():
             if z0 <= h[2] + cap and z1 >= h[2] - cap:
                 half = max(half, abs(h[0]) + cap + 4.0)
+        for ctrl, radii in [a[1:] for a in self.arms.values()] + list(self.forearms.values()):
             pts, r = _path(ctrl, radii)
             inside = (pts[:, 2] >= z0) & (pts[:, 2] <= z1)
             if inside.any():
                 half = max(half, float((np.abs(pts[inside, 0]) + r[inside] + self.arm_fat).max()))
-            for fs, (fc, fr) in self.forearms.items():
-                pts, r = _path(fc, fr)
-                inside = (pts[:, 2] >= z0) & (pts[:, 2] <= z1)
-                if inside.any():
-                    half = max(half, float((np.abs(pts[inside, 0]) + r[inside] + self.arm_fat).max()))
         return half
 
     # ---- outline: fat shells with skin around muscle cores, joined to the torso ----
