@@ -6,7 +6,7 @@ import numpy as np
 
 from ..anatomy import BODY_LABEL
 from .atlas import _LEVELS, _l
-from .shapes import _path, _rotation
+from .shapes import _rotation
 
 
 class SkeletonMixin:
