@@ -377,3 +377,13 @@ def test_cervical_vertebrae_have_transverse_foramina():
         centres = ndimage.center_of_mass(holes > 0, holes, range(1, n + 1))
         xs = sorted(c[1] for c, sz in zip(centres, ndimage.sum(holes > 0, holes, range(1, n + 1))) if sz < 60)
         assert xs[0] < section.shape[1] / 2 < xs[-1], (name, xs)  # one each side
+
+
+def test_field_of_view_keeps_the_arms():
+    """The body's extent includes the shoulders and arms: a chest field of view fits them (seed 0 has its
+    arms down by the body), leaving air at the left and right edges."""
+    ph = make_phantom(PhantomConfig(region="chest", size=(64, 64, 40), spacing=(7.0, 7.0, 7.5), seed=0))
+    labels = arr(ph.labels)
+    arms = np.isin(labels, ids(["humerus_left", "humerus_right"]))
+    assert arms[: labels.shape[0] // 2].any()  # down: beside the lower chest too
+    assert not (labels[:, :, :2] > 0).any() and not (labels[:, :, -2:] > 0).any()
