@@ -191,6 +191,10 @@ class PhantomConfig:
     lesion_radius_mm: tuple[float, float] = (4.0, 12.0)  # min, max radius
     seed: int = 0
     contrast: str = "native"  # native | arterial | portal_venous | random (drawn from the seed)
+    # None: the patient shrinks (never grows) so that the region fits the field of view; a number: the
+    # patient at that scale (1 = adult size, the seed still varies it), cut by the field of view as a
+    # real scan's is: training data for a model whose grid is in millimetres needs true sizes
+    patient_scale: float | None = None
 
     def __post_init__(self):
         if self.contrast not in CONTRAST_CHOICES:
@@ -215,6 +219,11 @@ class PhantomConfig:
             value = numbers([getattr(self, name)], 1) if not isinstance(getattr(self, name), str) else None
             if value is None or value[0] != int(value[0]) or value[0] < 0:
                 raise InputError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
+        if self.patient_scale is not None:
+            scale = numbers([self.patient_scale], 1)
+            if scale is None or not 0.3 <= scale[0] <= 2.0:
+                raise InputError(f"patient_scale must be a number in [0.3, 2] (or None: fit the field of view), "
+                                 f"got {self.patient_scale!r}")
         radii = numbers(self.lesion_radius_mm, 2)
         if radii is None or not (0 < radii[0] <= radii[1]):
             raise InputError(

@@ -31,6 +31,8 @@ def _patient_frame(body: _Body, config: PhantomConfig):
     # the whole region in view, unless that shrinks the patient below 65 % of the in-plane fit (thin slabs:
     # the z window then shows the middle of the region)
     scale = min(1.0, fit_xy, max(fit_z, 0.65 * fit_xy))
+    if config.patient_scale is not None:
+        scale = float(config.patient_scale)
     centre = (0.0, (front + back + table) / 2.0, (z0 + z1) / 2.0)
     return scale, centre, back
 

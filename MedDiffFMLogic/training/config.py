@@ -41,6 +41,8 @@ class PhantomSetConfig:
     # the contrast phase of each phantom: "random" draws native, arterial or portal venous from the seed, so
     # that the prior knows enhanced scans too (PhantomConfig.contrast)
     contrast: str = "random"
+    # the patient's scale (PhantomConfig.patient_scale); None shrinks each patient to fit `size`
+    patient_scale: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("seeds", "val_seeds"):

@@ -39,6 +39,7 @@ def _write_phantom(config: PhantomSetConfig, region: str, seed: int, paths: dict
     phantom = make_phantom(PhantomConfig(
         region=region, size=_size(config, region, seed), spacing=config.spacing,
         lesions=_lesions(config, seed), seed=seed, contrast=config.contrast,
+        patient_scale=config.patient_scale,
     ))
     # labels and lesion first, the CT last: a CT on disk means its set is complete
     ctio.write_image(phantom.labels, paths["labels"])
