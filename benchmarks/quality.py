@@ -94,6 +94,7 @@ SUPERRES_THICK_MM, SUPERRES_THIN_MM = 5.0, 1.0  # issue 12's setting, adapted to
 # the CPU-scale training phantoms (224 x 224 at 1.5 mm). It sets the patient's size (the phantom fits
 # the patient to it), so the benchmark's patients match the training ones.
 DEFAULT_FOV_MM = (336.0, 336.0)
+ADULT_FOV_MM = (384.0, 384.0)
 TASKS = ("denoise", "anomaly", "inpaint", "lesion", "superres", "synthesize")
 LESION_RADIUS_MM = (5.0, 15.0)  # inserted lesions (anomaly, inpaint) of 10-30 mm diameter
 # Issue 12's lesion-generation targets: minimum contrast (HU; signed for the lung: nodules are brighter)
@@ -129,6 +130,8 @@ class Plan:
     curvature_iterations: tuple[int, ...]
     steps: dict | None = field(default=None)  # task -> sampling steps; None: the defaults
     fov_mm: tuple[float, float] | None = None  # None: the base model's training field of view
+    # adult-size patients cut by the field of view (PhantomConfig.patient_scale); None shrinks each to fit
+    patient_scale: float | None = 1.0
     superres_trained: bool = True  # also the setting the ControlNet was fine-tuned on, when it differs
 
 
@@ -148,6 +151,7 @@ QUICK = Plan(
     synthesize_crop_mm=(64.0, 64.0, 32.0), min_organ_voxels=5,
     bm4d_factors=(1.0,), nlm_factors=(1.0,), curvature_iterations=(5,),
     steps={t: 2 for t in TASKS}, fov_mm=(192.0, 192.0), superres_trained=False,  # a small patient: quick to draw
+    patient_scale=None,
 )
 
 
@@ -180,6 +184,7 @@ class Grid:
 
     spacing: tuple[float, float, float]
     fov_mm: tuple[float, float]
+    patient_scale: float | None = None
 
     def size(self, z_mm: float) -> tuple[int, int, int]:
         xy = [max(8, int(round(f / s))) for f, s in zip(self.fov_mm, self.spacing[:2])]
@@ -190,23 +195,23 @@ class Grid:
         return tuple(max(1, int(round(m / s))) for m, s in zip(reversed(mm), reversed(self.spacing[:len(mm)])))
 
 
-def phantom(region: str, seed: int, size, spacing, lesions: int = 0, radius=(4.0, 12.0)):
+def phantom(region: str, seed: int, size, spacing, lesions: int = 0, radius=(4.0, 12.0), patient_scale=None):
     """A phantom (also used by speed_tasks.py). The same arguments give the same phantom, so the last
     few are kept for the next task that draws one of them: a phantom costs seconds however small (its
     vessel trees are grown first)."""
     return _phantom(region, int(seed), tuple(int(n) for n in size), tuple(float(s) for s in spacing), int(lesions),
-                    tuple(float(r) for r in radius))
+                    tuple(float(r) for r in radius), patient_scale)
 
 
 @functools.lru_cache(maxsize=6)
-def _phantom(region, seed, size, spacing, lesions, radius):
+def _phantom(region, seed, size, spacing, lesions, radius, patient_scale):
     return make_phantom(PhantomConfig(region=region, size=size, spacing=spacing, lesions=lesions, seed=seed,
-                                      lesion_radius_mm=radius))
+                                      lesion_radius_mm=radius, patient_scale=patient_scale))
 
 
 def slab(region: str, seed: int, grid: Grid, z_mm: float, lesions: int = 0):
     """A held-out phantom slab `z_mm` thick through the middle of the region, on `grid`."""
-    return phantom(region, seed, grid.size(z_mm), grid.spacing, lesions, LESION_RADIUS_MM)
+    return phantom(region, seed, grid.size(z_mm), grid.spacing, lesions, LESION_RADIUS_MM, grid.patient_scale)
 
 
 def host_organ(labels: np.ndarray, region: str) -> np.ndarray:
@@ -293,7 +298,7 @@ def mean_metrics(rows: dict[str, list]) -> dict:
 
 def bench_denoise(plan: Plan, models, figures: Path, log) -> dict:
     out = {}
-    grid = Grid(models.card.working_spacing, models.fov_mm)
+    grid = Grid(models.card.working_spacing, models.fov_mm, models.patient_scale)
     candidates = {"bm4d": plan.bm4d_factors, "nlm": plan.nlm_factors, "curvature_flow": plan.curvature_iterations}
     tuning = any(len(c) > 1 for c in candidates.values())
     for region in plan.regions:
@@ -394,7 +399,7 @@ def bench_anomaly(plan: Plan, models, figures: Path, log) -> dict:
     random stream, so the anatomy is identical), cropped alike around the lesion (jittered, so the
     lesion is not always at the crop's centre), each scanned with its own noise."""
     out = {}
-    grid = Grid(models.card.working_spacing, models.fov_mm)
+    grid = Grid(models.card.working_spacing, models.fov_mm, models.patient_scale)
     size = grid.voxels(plan.anomaly_crop_mm)
     dose = plan.doses[0]
     for region in plan.regions:
@@ -442,7 +447,7 @@ def bench_anomaly(plan: Plan, models, figures: Path, log) -> dict:
 def bench_inpaint(plan: Plan, models, figures: Path, log) -> dict:
     """Lesion removal on whole phantom slabs: the task crops a box around the mask itself."""
     out = {}
-    grid = Grid(models.card.working_spacing, models.fov_mm)
+    grid = Grid(models.card.working_spacing, models.fov_mm, models.patient_scale)
     for region in plan.regions:
         rows = []
         example = None
@@ -494,7 +499,7 @@ def sphere(shape, spacing_zyx, centre, diameter_mm) -> np.ndarray:
 def bench_lesion(plan: Plan, models, figures: Path, log) -> dict:
     """Whole phantom slabs: the task crops a box around the mask itself."""
     out = {}
-    grid = Grid(models.card.working_spacing, models.fov_mm)
+    grid = Grid(models.card.working_spacing, models.fov_mm, models.patient_scale)
     for region in plan.regions:
         p = slab(region, FIRST_EVAL_SEED, grid, plan.lesion_slab_mm)
         clean, labels = arr(p.image), arr(p.labels)
@@ -548,7 +553,7 @@ def bench_superres(plan: Plan, models, figures: Path, log) -> dict:
     if not plan.superres_trained:
         settings = dict(list(settings.items())[:1])
     for index, (name, (thick_mm, thin_mm, factor)) in enumerate(settings.items()):
-        grid = Grid((ws[0], ws[1], thin_mm), models.fov_mm)
+        grid = Grid((ws[0], ws[1], thin_mm), models.fov_mm, models.patient_scale)
         for region in plan.regions:
             rows: dict[str, list] = {"trilinear": [], "bspline": [], "meddifffm": []}
             example = None
@@ -629,7 +634,7 @@ def organ_group(name: str) -> str:
 
 def bench_synthesize(plan: Plan, models, figures: Path, tmp: Path, log) -> dict:
     out = {}
-    grid = Grid(models.card.working_spacing, models.fov_mm)
+    grid = Grid(models.card.working_spacing, models.fov_mm, models.patient_scale)
     edge, overlap = models.net.config.window_size, WindowConfig().overlap
     for region in plan.regions:
         synth_means: dict[str, list] = {}
@@ -787,6 +792,7 @@ class Models:
         self.superres = load_model(base, device, superres_cn)
         self.card, self.net = self.base.card, self.base.net
         self.fov_mm = training_fov_mm(self.card)
+        self.patient_scale = FULL.patient_scale
 
 
 def _names(text: str, allowed, what: str) -> list[str]:
@@ -828,6 +834,9 @@ def main(argv=None) -> int:
     models = Models(args.model, args.lesion_controlnet, args.superres_controlnet, args.device)
     if plan.fov_mm is not None:
         models.fov_mm = plan.fov_mm
+    models.patient_scale = plan.patient_scale
+    if plan.patient_scale is not None:  # adult patients need an adult field of view, whatever the training's
+        models.fov_mm = tuple(max(f, a) for f, a in zip(models.fov_mm, ADULT_FOV_MM))
     # Crops are small: the region detector would warn that they look like a neck; the region is given.
     warnings.filterwarnings("ignore", message=".*but the scan looks like")
     cards = {k: str(find_model(v)) for k, v in (("base", args.model), ("lesion", args.lesion_controlnet),
