@@ -38,18 +38,18 @@ from MedDiffFMLib.tasks import DEVICES, PRECISIONS, PRESETS, REGIONS, SKIP_AIR_T
 POLL_SECONDS = 0.2
 ROUTE = "meddifffm"
 
-# The panel fields: state name -> (TaskParameters field, type, default).
+# The panel fields: state name -> (TaskParameters field, type, default). The defaults are TaskParameters'
+# (the engine's); an unset number (None: the engine estimates or derives it) shows as 0, as in Slicer.
+_DEFAULTS = TaskParameters()
 NUMBER_FIELDS = {
-    "seed": ("seed", int, 0),
-    "steps": ("steps", int, 0),
-    "noise_level": ("noise_level", float, 0.0),
-    "strength": ("strength", float, 1.0),
-    "threshold": ("threshold", float, 0.0),
-    "factor": ("factor", float, 5.0),
-    "sr_spacing": ("spacing", float, 0.0),
-    "synth_spacing": ("synth_spacing", float, 0.0),
+    state: (name, kind, kind(getattr(_DEFAULTS, name) or 0))
+    for state, name, kind in (("seed", "seed", int), ("steps", "steps", int), ("noise_level", "noise_level", float),
+                              ("strength", "strength", float), ("threshold", "threshold", float),
+                              ("factor", "factor", float), ("sr_spacing", "spacing", float),
+                              ("synth_spacing", "synth_spacing", float))
 }
-CHOICE_FIELDS = {"region": "chest", "preset": "fast", "device": "auto", "precision": "fp32"}
+CHOICE_FIELDS = {name: getattr(_DEFAULTS, name) for name in ("region", "device", "precision")}
+CHOICE_FIELDS["preset"] = "fast"  # a browser session is usually a remote CPU: the quickest preset first
 
 
 def _slice_view_ui(server, view_id, slice_view):

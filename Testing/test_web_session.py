@@ -127,3 +127,16 @@ def test_a_download_reads_back_as_the_node(session, tmp_path):
     np.testing.assert_allclose(back.GetSpacing(), image.GetSpacing(), atol=1e-6)
     with pytest.raises(SessionError, match="no volume or segmentation"):
         session.export("vtkMRMLScalarVolumeNode999")
+
+
+def test_the_page_defaults_are_the_engines():
+    # the panels start where the engine and the Slicer module do (region auto, not a hard-coded chest)
+    from MedDiffFMLib.tasks import TaskParameters
+    from MedDiffFMWeb import app
+
+    defaults = TaskParameters()
+    assert {k: v for k, v in app.CHOICE_FIELDS.items() if k != "preset"} == {
+        "region": defaults.region, "device": defaults.device, "precision": defaults.precision}
+    assert defaults.region == "auto"
+    for field, kind, default in app.NUMBER_FIELDS.values():
+        assert default == kind(getattr(defaults, field) or 0), field
