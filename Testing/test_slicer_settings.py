@@ -196,3 +196,11 @@ def test_zero_from_a_spin_box_leaves_the_setting_to_the_engine_and_a_spacing_rep
     assert build_parser().parse_args(["superres", *superres]).spacing == 1.25
     synthesize = build_parser().parse_args(["synthesize", *engine_arguments("synthesize", unset, files)])
     assert synthesize.spacing is None and synthesize.size == TaskParameters().size
+
+
+def test_a_synthesized_result_is_named_after_a_given_region_not_after_auto():
+    from MedDiffFMLib.tasks import TASKS, result_name
+
+    output = TASKS["synthesize"].outputs[0]
+    assert result_name(None, "synthesize", output, "chest").startswith("chest CT")
+    assert result_name(None, "synthesize", output, "auto").startswith("CT ")

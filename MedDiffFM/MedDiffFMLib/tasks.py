@@ -293,5 +293,6 @@ def output_files(task: str, folder: str, extension: str = ".nrrd") -> dict[str, 
 
 
 def result_name(input_name: str | None, task: str, output: Output, region: str = "") -> str:
-    base = input_name or (region.replace("_", "-") + " CT" if region else "CT")
+    named = region and region != "auto"  # "auto CT" names nothing; the engine chose and said which
+    base = input_name or (region.replace("_", "-") + " CT" if named else "CT")
     return f"{base} {output.suffix}"
