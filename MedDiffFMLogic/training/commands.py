@@ -77,7 +77,7 @@ def _add_shared(p) -> None:
     from ..cli_args import add_common
 
     p.add_argument("--config", required=True,
-                   help="JSON config file, or a shipped config name (paper, tiny, demo-base, demo-superres, demo-lesion)")
+                   help="JSON config file, or a shipped config name (paper, tiny, demo-*, cpu-*, gpu-*: training/configs)")
     p.add_argument("--manifest", help="CSV or JSON manifest of the training volumes (replaces the config's data source)")
     p.add_argument("-o", "--output", help="run folder: logs, checkpoints, samples, cache (default runs/<name>)")
     p.add_argument("--export", help="folder for the exported model and its loss curve (default <output>/model)")
