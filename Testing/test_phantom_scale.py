@@ -35,3 +35,20 @@ def test_training_phantom_sets_pass_the_scale_and_contrast_through():
     assert config.patient_scale == 1.0 and config.contrast == "random"
     with pytest.raises(InputError, match="contrast"):
         PhantomSetConfig(contrast="venous")
+
+
+def test_the_arms_can_be_posed_to_match_a_reference():
+    # the realism benchmark poses the chest like its reference (arms raised); the seed draws it otherwise
+    base = dict(region="chest", size=(48, 48, 24), spacing=(8.0, 8.0, 12.0), seed=0)
+    humerus = [label for name, label in _label_indices().items() if name.startswith("humerus")]
+    down = sitk.GetArrayFromImage(make_phantom(PhantomConfig(**base, arms_raised=False)).labels)
+    up = sitk.GetArrayFromImage(make_phantom(PhantomConfig(**base, arms_raised=True)).labels)
+    assert np.isin(down, humerus).sum() > np.isin(up, humerus).sum()  # arms down: the humeri lie beside the chest
+    with pytest.raises(InputError, match="arms_raised"):
+        PhantomConfig(arms_raised="up")
+
+
+def _label_indices() -> dict[str, int]:
+    from MedDiffFMLogic.anatomy import ANATOMY_CLASSES
+
+    return {name: index for index, name in ANATOMY_CLASSES.items()}

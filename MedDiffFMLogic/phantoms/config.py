@@ -195,6 +195,9 @@ class PhantomConfig:
     # patient at that scale (1 = adult size, the seed still varies it), cut by the field of view as a
     # real scan's is: training data for a model whose grid is in millimetres needs true sizes
     patient_scale: float | None = None
+    # None: arms raised or down as drawn from the seed (a share by region, limbs.ARMS_RAISED); True/False:
+    # posed so, e.g. to match a reference scan's pose
+    arms_raised: bool | None = None
 
     def __post_init__(self):
         if self.contrast not in CONTRAST_CHOICES:
@@ -224,6 +227,8 @@ class PhantomConfig:
             if scale is None or not 0.3 <= scale[0] <= 2.0:
                 raise InputError(f"patient_scale must be a number in [0.3, 2] (or None: fit the field of view), "
                                  f"got {self.patient_scale!r}")
+        if self.arms_raised not in (None, True, False):
+            raise InputError(f"arms_raised must be true, false or None (drawn from the seed), got {self.arms_raised!r}")
         radii = numbers(self.lesion_radius_mm, 2)
         if radii is None or not (0 < radii[0] <= radii[1]):
             raise InputError(

@@ -104,7 +104,8 @@ def make_phantom(config: PhantomConfig) -> Phantom:
     seed = int(config.seed)
     phase = resolve_phase(config.contrast, seed)
     body = _Body(np.random.default_rng([seed, 0]), phase)
-    body.set_arms(body.arm_draw < ARMS_RAISED[config.region])
+    raised = body.arm_draw < ARMS_RAISED[config.region] if config.arms_raised is None else bool(config.arms_raised)
+    body.set_arms(raised)
     frame = _patient_frame(body, config)
     organs = np.array([_l(n) for n in LESION_MODELS[config.region]["organs"]], dtype=np.uint8)
     hu = tex = labels = lesion = plan = None
