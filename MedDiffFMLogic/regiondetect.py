@@ -100,6 +100,11 @@ def _slice_features(hu: np.ndarray, spacing_zyx) -> tuple:
     for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
         border[np.unique(edge)] = True
     border[0] = False
+    # Air reaching the image border is outside the body, unless it reads as lung: a field of view that
+    # cuts through the chest wall leaves the lungs touching the border (room air is about -1000 HU)
+    if count:
+        means = np.concatenate([[0.0], ndimage.mean(hu, labels, np.arange(1, count + 1))])
+        border &= means < LUNG_HU[0]
     outside = border[labels]
     body = ~outside
     lung = body & (hu >= LUNG_HU[0]) & (hu <= LUNG_HU[1])

@@ -212,3 +212,16 @@ def test_synthesis_with_a_region_its_label_map_contradicts_warns(phantoms):
         warnings.simplefilter("error")
         assert resolve_region("abdomen", None, phantoms["abdomen"].labels) == "abdomen"
         assert resolve_region("chest", None, None) == "chest"  # nothing to check it against
+
+
+def test_a_field_of_view_that_cuts_the_lungs_is_still_a_chest():
+    # a 240 mm field of view through an adult chest: the lungs reach the image border, yet they are lungs
+    from MedDiffFMLogic.anatomy import label_index
+
+    cut = make_phantom(PhantomConfig(region="chest", size=(48, 48, 16), spacing=(5.0, 5.0, 5.0), seed=10001,
+                                     patient_scale=1.0))
+    lungs = np.isin(sitk.GetArrayFromImage(cut.labels)[:, :, [0, -1]], [label_index(n) for n in (
+        "lung_upper_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_left",
+        "lung_lower_lobe_right")])
+    assert lungs.any()  # the premise: lung on the image border
+    assert detect_region(cut.image).region == "chest"
