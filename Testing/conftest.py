@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import locale
+
 import pytest
 import torch
 
@@ -22,6 +24,15 @@ def restore_torch_globals():
     yield
     torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def restore_locale():
+    """GDCM's DICOM writer (the tests write DICOM series through SimpleITK) leaves the process in the C
+    locale, where Python's default text encoding is ASCII: a later test reading a UTF-8 README failed."""
+    previous = locale.setlocale(locale.LC_ALL)
+    yield
+    locale.setlocale(locale.LC_ALL, previous)
 
 
 @pytest.fixture(scope="module")

@@ -276,8 +276,9 @@ def test_denoise_through_the_engine_returns_a_node_on_the_input_grid(scene, tmp_
     before = bridge.scene_snapshot(scene, [volume])
     events = []
     processor = Processor(scene)
-    result = processor.process("denoise", tiny_params(tiny_model_card, noise_level=25.0), Inputs(volume=volume),
-                               on_event=events.append)
+    # the region the CLI call below gives (the panel's default, auto, detects one from this small volume)
+    result = processor.process("denoise", tiny_params(tiny_model_card, noise_level=25.0, region="chest"),
+                               Inputs(volume=volume), on_event=events.append)
 
     [node] = result.nodes
     assert node.GetName() == "Low-dose CT denoised" and node.GetScene() is scene

@@ -56,7 +56,7 @@ _COMMAND = re.compile(r"(?:\bmeddifffm|-m MedDiffFMLogic)\s+(\S+)(.*)")
 def _commands(doc: Path) -> list[tuple[str, list[str], str]]:
     """(command, its --options, the code line) for every meddifffm command line shown in doc."""
     found = []
-    for line in _code(doc.read_text()):
+    for line in _code(doc.read_text(encoding="utf-8")):
         for match in _COMMAND.finditer(line):
             rest = match.group(2).split(" #")[0]  # a shell comment is prose
             rest = re.split(r"\s(?:&&|;|>|2>&1)\s", rest)[0]  # what follows the command
@@ -106,11 +106,11 @@ def test_every_option_the_docs_name_alone_exists():
     parser = build_parser()
     known = {s for p in [parser, *parser.command_parsers().values()] for a in p._actions for s in a.option_strings}
     known |= {"--host", "--port"}
-    others = " ".join(path.read_text() for folder in ("MedDiffFMWeb", "MedDiffFM/MedDiffFMLib", "benchmarks")
+    others = " ".join(path.read_text(encoding="utf-8") for folder in ("MedDiffFMWeb", "MedDiffFM/MedDiffFMLib", "benchmarks")
                       for path in (ROOT / folder).glob("*.py"))
     wrong = []
     for doc in DOCS:
-        for code in _code(doc.read_text()):
+        for code in _code(doc.read_text(encoding="utf-8")):
             match = re.fullmatch(r"(--[a-z][a-z0-9-]*)(?:[ =]\S+)?", code.strip())
             if match and match.group(1) not in known and f'"{match.group(1)}"' not in others:
                 wrong.append(f"{doc.name}: {code}")
@@ -124,7 +124,7 @@ def _defaults(command: str) -> dict[str, object]:
 
 
 def test_defaults_the_readme_states_are_the_parsers():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     stated = dict(re.findall(r"`(--[a-z-]+)`(?: mm)? \(default ([0-9.]+)", readme))
     assert {"--overlap", "--margin"} <= set(stated)
     for option, value in stated.items():
@@ -142,7 +142,7 @@ def _parameters(weights: Path) -> int:
 
 
 def _card(name: str) -> tuple[dict, float]:
-    card = json.loads((MODELS / name / f"{name}.json").read_text())
+    card = json.loads((MODELS / name / f"{name}.json").read_text(encoding="utf-8"))
     return card, _parameters(MODELS / name / card["weights"]) / 1e6
 
 
@@ -151,7 +151,7 @@ def test_model_figures_in_the_docs_match_the_bundled_models():
     controlnets = [_card(name)[1] for name in ("meddifffm-superres-demo", "meddifffm-lesion-demo")]
     window = base["architecture"]["window_size"]
     spacing = base["working_spacing"]
-    texts = {doc: doc.read_text() for doc in (ROOT / "README.md", ROOT / "MedDiffFM" / "README.md",
+    texts = {doc: doc.read_text(encoding="utf-8") for doc in (ROOT / "README.md", ROOT / "MedDiffFM" / "README.md",
                                              ROOT / "docs" / "training.md")}
     for doc, text in texts.items():
         # Every parameter count stated for the bundled (SMALL) network is the base model's.
@@ -173,8 +173,8 @@ def test_model_figures_in_the_docs_match_the_bundled_models():
 
 
 def test_the_demo_time_in_the_readme_is_the_committed_summary():
-    summary = json.loads((ROOT / "benchmarks" / "results" / "demo_summary.json").read_text())
-    readme = (ROOT / "README.md").read_text()
+    summary = json.loads((ROOT / "benchmarks" / "results" / "demo_summary.json").read_text(encoding="utf-8"))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     match = re.search(r"the demo itself (\d+) s by `summary\.json`'s `seconds_total`[^:]*: ([^)]*)\)", readme)
     assert match, "the README no longer states the demo's time by stage"
     assert abs(int(match.group(1)) - summary["seconds_total"]) <= 0.5
@@ -189,7 +189,7 @@ def test_the_demo_time_in_the_readme_is_the_committed_summary():
 
 
 def test_the_json_example_is_what_the_engine_prints():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = re.search(r"```json\n(.*?)```", readme, re.S).group(1)
     lines = [json.loads(line) for line in block.splitlines()]
     done = next(line for line in lines if line["stage"] == "done")
@@ -207,8 +207,8 @@ def test_auto_device_order_is_what_the_docs_say(monkeypatch):
     assert device.resolve_device("auto").type == "mps"
     monkeypatch.setattr(device, "_mps_works", lambda: False)
     assert device.resolve_device("auto").type == "cpu"
-    assert "auto: CUDA if built and working, then MPS,\nthen CPU" in (ROOT / "README.md").read_text()
-    slicer = (ROOT / "MedDiffFM" / "README.md").read_text()
+    assert "auto: CUDA if built and working, then MPS,\nthen CPU" in (ROOT / "README.md").read_text(encoding="utf-8")
+    slicer = (ROOT / "MedDiffFM" / "README.md").read_text(encoding="utf-8")
     assert "then an Apple GPU\n(MPS), else the CPU" in slicer
     assert "silently uses the CPU when" not in slicer  # without a word about MPS
 
@@ -217,7 +217,7 @@ def test_the_two_minute_training_recipe():
     from MedDiffFMLogic.training.commands import resolve_config
     from MedDiffFMLogic.training.config import load_config
 
-    text = (ROOT / "docs" / "training.md").read_text()
+    text = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
     section = text.split("## Try it in two minutes", 1)[1].split("\n## ", 1)[0]
     command = re.search(r"meddifffm train --config (\S+) --output (\S+)", section)
     config = load_config(resolve_config(command.group(1)))
@@ -231,4 +231,4 @@ def test_the_two_minute_training_recipe():
     # The sections of training.md are not numbered (they were, inconsistently).
     assert not re.search(r"^#+ \d", text, re.M)
     # The README links docs/training.md as what it is: an existing recipe.
-    assert "once it exists" not in (ROOT / "README.md").read_text()
+    assert "once it exists" not in (ROOT / "README.md").read_text(encoding="utf-8")
