@@ -49,7 +49,7 @@ class NetworkConfig:
             raise ValueError("channels and attention_levels must have the same length")
         if any(c % self.norm_num_groups for c in self.channels):
             raise ValueError(f"every entry of channels must be a multiple of norm_num_groups={self.norm_num_groups}")
-        for edge in (self.window_size, self.sampling_window or self.window_size):
+        for edge in (self.window_size, self.default_window):
             if edge % self.size_divisor:
                 raise ValueError(f"window sizes must be multiples of {self.size_divisor} for {levels} levels")
 
