@@ -9,6 +9,12 @@ slice collects the photons of its own thickness, so the noise at a given dose do
 voxel grid the phantom was drawn on, except through the slice thickness (noise ~ 1 / sqrt(thickness)),
 as on a real scanner. The noise comes out correlated in-plane, stronger through wide bodies and along
 rays through bone, with streaks where dense bone starves the detector of photons.
+
+The tube current is modulated as a clinical scanner's automatic exposure control does it (every
+clinical scanner since about 2005): per slice to the patient's size (the water-equivalent diameter seen
+in the projections, with a strength between constant dose and constant noise), and within a rotation
+to the attenuation of each view (mA ~ sqrt of the view's largest attenuation, the rule that minimises
+the noise for a given dose; Gies et al., Med. Phys. 26, 1999), keeping the slice's mean dose.
 """
 
 from __future__ import annotations
@@ -30,15 +36,21 @@ __all__ = [
     "KERNELS",
     "MU_WATER_PER_MM",
     "DEFAULT_FULL_DOSE_PHOTONS",
+    "REFERENCE_WATER_DIAMETER_MM",
 ]
 
 # Linear attenuation of water at an effective energy of about 70 keV, per mm.
 MU_WATER_PER_MM = 0.0192
-# Unattenuated photons per view through 1 mm x 1 mm of detector (measured at the isocentre) at full dose.
-# Calibrated (seeds/scanner.md) so that a full-dose 1 mm slice of the abdomen phantom (an adult of about
-# 340 x 220 mm) shows about 12.5 HU of noise in its soft tissue with the standard kernel, and a quarter
-# dose about twice that, as on the Mayo low-dose CT data (1 mm, full dose 10-15 HU).
-DEFAULT_FULL_DOSE_PHOTONS = 9.0e4
+# Unattenuated photons per view through 1 mm x 1 mm of detector (measured at the isocentre) at full dose,
+# for the reference patient (below; the exposure control scales them per slice).
+# Calibrated (seeds/scanner.md) so that full-dose 1 mm slices of adult-size abdomen phantoms (patient_scale
+# 1; seeds 0 and 10001, about 280 x 230 and 330 x 265 mm) show about 12.5 HU of noise in their soft tissue
+# with the standard kernel and the default modulation, and a quarter dose about twice that, as on the
+# Mayo low-dose CT data (1 mm, full dose 10-15 HU, scanners with automatic exposure control).
+DEFAULT_FULL_DOSE_PHOTONS = 4.6e5
+# The exposure control's reference patient (a typical 70-80 kg adult, as the scanners define it): water-
+# equivalent diameter (AAPM report 220) of an adult abdomen. It only fixes what full_dose_photons means.
+REFERENCE_WATER_DIAMETER_MM = 280.0
 # Reconstruction kernels: ramp filter times a Hann window reaching zero at this frequency (line pairs
 # per mm). "standard" resembles a body soft-tissue kernel (noise power peaking near 0.2 lp/mm).
 KERNELS = {"smooth": 0.5, "standard": 0.7, "sharp": 1.0}
@@ -57,6 +69,14 @@ class Scanner:
     views: int = 1000  # projections per rotation
     kernel: str = "standard"
     electronic_noise: float = 8.0  # SD of the detector's electronic noise, in photon counts per bin
+    # Automatic exposure control, per slice: photons x (attenuation of the slice's water-equivalent
+    # diameter / the reference patient's) ** strength. 0: a fixed tube current (constant dose); 1: constant
+    # noise; 0.5, between them, as the vendors' "average" adaptation (bigger patients get more dose and
+    # still somewhat more noise). Not fitted to a benchmark.
+    exposure_control: float = 0.5
+    # Angular modulation within a rotation: photons per view ~ sqrt(the view's largest attenuation),
+    # normalised to the same photons per rotation
+    angular_modulation: bool = True
 
     def __post_init__(self):
         if not (math.isfinite(float(self.detector_bin_mm)) and float(self.detector_bin_mm) > 0):
@@ -67,6 +87,11 @@ class Scanner:
             raise InputError(f"unknown kernel {self.kernel!r}; choose one of {', '.join(KERNELS)}")
         if not (float(self.electronic_noise) >= 0):
             raise InputError(f"electronic_noise must be >= 0, got {self.electronic_noise!r}")
+        if not (0.0 <= float(self.exposure_control) <= 1.0):
+            raise InputError(f"exposure_control must be in [0, 1] (0: fixed tube current, 1: constant noise), "
+                             f"got {self.exposure_control!r}")
+        if self.angular_modulation not in (True, False):
+            raise InputError(f"angular_modulation must be true or false, got {self.angular_modulation!r}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -142,7 +167,9 @@ def simulate_low_dose(
     Per axial slice: HU -> attenuation (mu = mu_water * (1 + HU / 1000)); parallel-beam projections
     at the scanner's detector bins and views; counts N = N0 exp(-p) + sqrt(N0 exp(-p) + e^2) z (Poisson
     with the detector's electronic noise e, in its Gaussian form), at least 1, with N0 =
-    ``full_dose_photons`` x dose x bin width x slice thickness; back to line integrals; filtered back-
+    ``full_dose_photons`` x dose x bin width x slice thickness x the tube current the scanner's exposure
+    control sets for the slice and the view (``Scanner.exposure_control``, ``angular_modulation``: full
+    dose is the protocol's dose for this patient); back to line integrals; filtered back-
     projection (ramp x the kernel's window) of the *difference* between noisy and clean projections,
     sampled at the slice's pixel centres. That noise image is added to the input: the result is the clean
     image plus CT noise whose SD grows like 1 / sqrt(dose x thickness) and does not depend on the pixel
@@ -204,6 +231,7 @@ def _noise_hu(hu: np.ndarray, sx: float, sy: float, photons_per_mm: float, scann
         splat = _interp_matrix(xs_c, ys_c, coarse_angles[v0:v1], ncoarse, coarse_bin)
         parts.append((splat.T @ mu_c).reshape(v1 - v0, ncoarse, nz) * (csx * csy / coarse_bin))
     p_coarse = np.concatenate(parts + [parts[0][:1, ::-1]], axis=0)  # theta = pi mirrors theta = 0
+    n0_slice, n0_view = _tube_current(p_coarse, coarse_bin, scanner)
 
     # Fewer simulated views than the scanner has, each with the photons of the views it stands for: the
     # FBP noise variance depends on the photons per rotation, not on how they are split into views; fewer
@@ -227,7 +255,8 @@ def _noise_hu(hu: np.ndarray, sx: float, sy: float, photons_per_mm: float, scann
         wa = (va - a0).astype(np.float32)[:, None, None]
         pa, pb = p_coarse[a0], p_coarse[a0 + 1]
         p = (1.0 - wa) * (pa[:, s0] + (pa[:, s0 + 1] - pa[:, s0]) * ws) + wa * (pb[:, s0] + (pb[:, s0 + 1] - pb[:, s0]) * ws)
-        expected = n0 * np.exp(-p)
+        wv = n0_view[a0] * (1.0 - wa[:, :, 0]) + n0_view[a0 + 1] * wa[:, :, 0]  # (views, slices)
+        expected = (n0 * n0_slice)[None, None, :] * wv[:, None, :] * np.exp(-p)
         z = rng.standard_normal(expected.shape, dtype=np.float32)
         counts = np.maximum(expected + np.sqrt(expected + e2) * z, 1.0)
         dp = np.log(expected / counts)  # noisy minus clean line integrals
@@ -235,6 +264,22 @@ def _noise_hu(hu: np.ndarray, sx: float, sy: float, photons_per_mm: float, scann
         noise += _interp_matrix(xs, ys, ang, nbins, bin_mm) @ q.reshape(len(ang) * nbins, nz)
     noise *= math.pi / views  # the FBP sum over views approximates an integral over [0, pi)
     return (noise / MU_WATER_PER_MM * 1000.0).T.reshape(nz, ny, nx)
+
+
+def _tube_current(p_coarse: np.ndarray, coarse_bin: float, scanner: Scanner) -> tuple[np.ndarray, np.ndarray]:
+    """Relative tube current from the clean coarse sinogram (COARSE_VIEWS + 1, bins, slices), as the
+    exposure control sees the patient: per slice (slices,) and per coarse view (views + 1, slices), the
+    latter with mean 1 over a rotation."""
+    nz = p_coarse.shape[2]
+    # every view's projection integrates mu over the slice: the water-equivalent area, as a localiser
+    # measures it (the couch included, as there)
+    area = p_coarse[:-1].sum(axis=1).mean(axis=0) * coarse_bin / MU_WATER_PER_MM
+    diameter = 2.0 * np.sqrt(np.maximum(area, 0.0) / math.pi)
+    per_slice = np.exp(float(scanner.exposure_control) * MU_WATER_PER_MM * (diameter - REFERENCE_WATER_DIAMETER_MM))
+    if not scanner.angular_modulation:
+        return per_slice, np.ones((p_coarse.shape[0], nz))
+    per_view = np.exp(0.5 * p_coarse.max(axis=1))  # sqrt of the largest attenuation along each view
+    return per_slice, per_view / per_view[:-1].mean(axis=0, keepdims=True)
 
 
 # ---------------------------------------------------------------------------------------------------
