@@ -14,6 +14,9 @@ thickness: real scans carry noise, so the comparison is of scans with scans.
 Real references (measurement only; never trained on, never committed; read at run time):
 - head (3D): Debian's invesalius-examples, Cranium.inv3 (GPL-2): 108 x 256 x 256 at 0.957 x 0.957 x
   1.5 mm, vertex to maxilla. Compared with the top 162 mm of the head_neck phantom at the same grid.
+  matrix.dat holds axial planes along its first axis (main.plist's "orientation" is 1, but the planes
+  are axial: the 1.5 mm axis spans 160 mm from the vertex to the maxilla, and its middle plane shows the
+  lateral ventricles and the frontal sinus with the head holder behind; see docs/images/realism_head.png).
 - chest: dicompyler-core's sdist, tests/testdata/example_data/ct.0.dcm (1.074 mm, 3 mm slice), the top
   slice of a breast radiotherapy plan: the thoracic inlet (trachea, shoulders, one arm raised), no lung;
   against the chest phantom's first slice above its lung apices. The lungs are measured on the phantom's
@@ -254,7 +257,19 @@ def _worker(spec_path: str) -> None:
         (out / f"{name}.json").write_text(json.dumps({
             "grid": [int(v) for v in image.GetSize()], "spacing_mm": [float(v) for v in image.GetSpacing()],
             "slices": [int(z0), int(z1)], "generate_s": round(seconds, 1), "scan_s": round(scan_s, 1),
+            "scanner": _scanner_settings(),
         }))
+
+
+def _scanner_settings():
+    """The scanner the engine under test scans with (its defaults), or None for an engine without one."""
+    try:
+        import dataclasses
+
+        from MedDiffFMLogic.phantoms import scanner
+    except ImportError:
+        return None
+    return {**dataclasses.asdict(scanner.Scanner()), "full_dose_photons": scanner.DEFAULT_FULL_DOSE_PHOTONS}
 
 
 def make_phantoms(names, source: Path, out: Path, seed: int, pixel_factor: float, figures: bool) -> None:
@@ -464,30 +479,48 @@ def table(old_path: Path, new_path: Path) -> str:
     return "\n".join(lines)
 
 
+# --scanner-noise: adult-size patients (patient_scale 1, as training and quality.py draw them) in a 420 mm
+# field of view, 8 slices through the middle of the region; the abdomen also at a second seed (a bigger
+# patient), the scanner's calibration pair (seeds/scanner.md)
+NOISE_FOV_MM = 420
+NOISE_SEEDS = (0, 10001)
+
+
 def scanner_noise(seed: int = 0) -> dict:
-    """Soft-tissue noise (HU, measured) of phantoms at several doses, pixel sizes and slice thicknesses,
-    and the scanner's cost (seeds/scanner.md has the table)."""
+    """Soft-tissue noise (HU, measured) of adult-size phantoms at several doses, pixel sizes and slice
+    thicknesses, with and without the tube-current modulation, and the scanner's cost (seeds/scanner.md
+    has the table)."""
     sys.path.insert(0, str(ROOT))
     import SimpleITK as sitk
 
     from MedDiffFMLogic.phantoms import PhantomConfig, make_phantom, simulate_low_dose
-    from MedDiffFMLogic.phantoms.scanner import measure_noise_hu
+    from MedDiffFMLogic.phantoms.scanner import Scanner, measure_noise_hu
 
     def noise(image, dose, **kw):
         return round(measure_noise_hu(image, simulate_low_dose(image, dose, seed=1, **kw)), 1)
 
+    def adult(region, s):
+        return make_phantom(PhantomConfig(region=region, size=(NOISE_FOV_MM, NOISE_FOV_MM, 8), spacing=(1.0, 1.0, 1.0),
+                                          seed=s, patient_scale=1.0))
+
     out = {}
-    for region in ("abdomen", "chest", "head_neck"):
-        ph = make_phantom(PhantomConfig(region=region, size=(384, 384, 8), spacing=(1.0, 1.0, 1.0), seed=seed))
-        doses = (1.0, 0.5, 0.25, 0.1) if region == "abdomen" else (1.0, 0.25)
-        out[f"{region}_1mm"] = {d: noise(ph.image, d) for d in doses}
-        if region == "abdomen":
-            out["abdomen_thickness_full_dose"] = {t: noise(ph.image, 1.0, slice_thickness_mm=t) for t in (1.0, 2.5, 5.0)}
-            for f in (2, 4):
-                small = sitk.BinShrink(ph.image, (f, f, 1))
-                out[f"abdomen_{f}mm_pixels_1mm_slices"] = {d: noise(small, d) for d in (1.0, 0.25)}
-    ph = make_phantom(PhantomConfig(region="chest", size=(96, 96, 16), spacing=(4.0, 4.0, 5.0), seed=seed))
-    out["chest_4x4x5mm"] = {d: noise(ph.image, d) for d in (1.0, 0.25)}
+    seeds = (seed,) + tuple(s for s in NOISE_SEEDS if s != seed)
+    for s in seeds:
+        ph = adult("abdomen", s)
+        out[f"abdomen_1mm_seed{s}"] = {d: noise(ph.image, d) for d in (1.0, 0.5, 0.25, 0.1)}
+        fixed = Scanner(exposure_control=0.0, angular_modulation=False)
+        out[f"abdomen_1mm_seed{s}_fixed_tube_current"] = {d: noise(ph.image, d, scanner=fixed) for d in (1.0, 0.25)}
+        if s != seed:
+            continue
+        out["abdomen_thickness_full_dose"] = {t: noise(ph.image, 1.0, slice_thickness_mm=t) for t in (1.0, 2.5, 5.0)}
+        for f in (2, 4):
+            small = sitk.BinShrink(ph.image, (f, f, 1))
+            out[f"abdomen_{f}mm_pixels_1mm_slices"] = {d: noise(small, d) for d in (1.0, 0.25)}
+    for region in ("chest", "head_neck"):
+        out[f"{region}_1mm"] = {d: noise(adult(region, seed).image, d) for d in (1.0, 0.25)}
+    ph = make_phantom(PhantomConfig(region="chest", size=(96, 96, 16), spacing=(4.0, 4.0, 5.0), seed=seed,
+                                    patient_scale=1.0))
+    out["chest_4x4x5mm_384mm_fov"] = {d: noise(ph.image, d) for d in (1.0, 0.25)}
     seconds = {}
     for n, px, nz in ((96, 2.0, 64), (256, 1.5, 1), (512, 0.75, 1)):
         im = sitk.GetImageFromArray(np.zeros((nz, n, n), np.float32))
@@ -542,8 +575,10 @@ def run(names, *, commit: str | None = None, seed: int = 0, pixel_factor: float 
                 entry["distances"]["lung_vessel_fraction"] = round(max(lo - fraction, fraction - hi, 0.0), 4)
                 entry["phantom"]["lung_vessel_fraction"] = round(fraction, 4)
                 entry["real"]["lung_vessel_fraction"] = f"target {lo:.2f}-{hi:.2f}"
+            scanner = info.pop("scanner", None)  # the engine's scanner settings (None: an engine without one)
             entry.update({"reference": about, "phantom_region": c["region"], "pixel_mm": round(pixel, 4),
-                          "slice_thickness_mm": info["spacing_mm"][2], "phantom_grid": info})
+                          "slice_thickness_mm": info["spacing_mm"][2], "phantom_grid": info,
+                          "scanner": scanner})
             result["comparisons"][name] = entry
             if figures is not None:
                 figures.mkdir(parents=True, exist_ok=True)
