@@ -3,6 +3,7 @@ exactly, a fresh ControlNet leaves the base model's output unchanged and fine-tu
 exported model loads through the catalogue, and the train/finetune commands work and fail cleanly."""
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -89,6 +90,18 @@ def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path, cac
     resumed = Trainer(_config(cache, steps=2), run, device="cpu")
     resumed.run(resume=True)
     assert resumed.step == 2
+
+
+def test_a_run_may_take_up_a_sampling_window_between_sessions(tmp_path, cache):
+    # the sampling window is used only when sampling: a resume accepts it, and the export carries it
+    run = tmp_path / "run"
+    Trainer(_config(cache, steps=1), run, device="cpu").run()
+    config = _config(cache, steps=2)
+    config = dataclasses.replace(config, network=dataclasses.replace(config.network, sampling_window=64))
+    resumed = Trainer(config, run, device="cpu")
+    resumed.run(resume=True)
+    assert resumed.step == 2
+    assert read_card(run / "model" / "meddifffm-tiny-test.json").architecture["sampling_window"] == 64
 
 
 def test_fresh_controlnet_leaves_the_base_unchanged_and_finetuning_changes_it(tmp_path, cache, tiny_model_card):

@@ -80,6 +80,15 @@ def _normalised(config: dict[str, Any]) -> dict[str, Any]:
         return config
 
 
+def _trajectory(config: dict[str, Any], key: str) -> Any:
+    """A trajectory setting as a resume compares it. The network's sampling window is used only when
+    sampling, so a long run may take it up between sessions (it goes into the exported card)."""
+    value = config.get(key)
+    if key == "network" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k != "sampling_window"}
+    return value
+
+
 # What a run folder holds once a run has started in it (the cache alone is not a run).
 RUN_FILES = ("losses.csv", "validation.csv", "config.json", "checkpoints", "samples", "model")
 
@@ -412,7 +421,7 @@ class Trainer:
         # read back through the config classes, so that a field added since the checkpoint was written
         # compares as its default and does not block the resume
         old, new = _normalised(state["config"]), self.config.to_dict()
-        changed = [k for k in TRAJECTORY_KEYS if old.get(k) != new.get(k)]
+        changed = [k for k in TRAJECTORY_KEYS if _trajectory(old, k) != _trajectory(new, k)]
         if changed:
             raise InputError(
                 f"cannot resume from {found[-1]}: the config changed in {', '.join(changed)}; "
