@@ -177,6 +177,15 @@ def training_fov_mm(card) -> tuple[float, float]:
         return DEFAULT_FOV_MM
 
 
+def plan_fov_mm(plan: Plan, card) -> tuple[float, float]:
+    """The in-plane field of view the phantoms are drawn over: the plan's, else the base model's training
+    one; adult-size patients get at least an adult's, whatever the training's."""
+    fov = plan.fov_mm if plan.fov_mm is not None else training_fov_mm(card)
+    if plan.patient_scale is not None:
+        fov = tuple(max(f, a) for f, a in zip(fov, ADULT_FOV_MM))
+    return fov
+
+
 @dataclass(frozen=True)
 class Grid:
     """Where phantoms are drawn: the working spacing (z may differ: super-resolution) over the training
@@ -832,11 +841,7 @@ def main(argv=None) -> int:
         print(f"[{time.perf_counter() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
 
     models = Models(args.model, args.lesion_controlnet, args.superres_controlnet, args.device)
-    if plan.fov_mm is not None:
-        models.fov_mm = plan.fov_mm
-    models.patient_scale = plan.patient_scale
-    if plan.patient_scale is not None:  # adult patients need an adult field of view, whatever the training's
-        models.fov_mm = tuple(max(f, a) for f, a in zip(models.fov_mm, ADULT_FOV_MM))
+    models.fov_mm, models.patient_scale = plan_fov_mm(plan, models.card), plan.patient_scale
     # Crops are small: the region detector would warn that they look like a neck; the region is given.
     warnings.filterwarnings("ignore", message=".*but the scan looks like")
     cards = {k: str(find_model(v)) for k, v in (("base", args.model), ("lesion", args.lesion_controlnet),
