@@ -380,6 +380,9 @@ def test_demo_runs_every_task_and_writes_a_montage_and_summary(tmp_path, capsys)
     outputs = demo.run(config, tmp_path / "demo")
     summary = json.loads(Path(outputs["summary"]).read_text())
     assert set(summary["figures"]) == {"denoise", "anomaly", "inpaint", "lesion", "superres", "synthesize"}
+    # an adult-size chest scanned whole, then cropped around its nodule to the voxel cap
+    assert summary["phantom"]["size"] == [40, 40, 32] and summary["phantom"]["nodule_voxels"] > 0
+    assert summary["phantom"]["scanned_field_of_view_mm"][0] > 40 * summary["phantom"]["spacing_mm"][0]
     assert summary["figures"]["inpaint"]["outside_mask_identical"] is True
     assert Path(outputs["montage"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ct = ctio.read_ct(outputs["ct"])

@@ -11,8 +11,9 @@ inpainting (nodule removal), lesion generation (a nodule drawn at the mirror pos
 lung), super-resolution (the phantom averaged into slabs `superres_factor` times thicker) and synthesis
 (following the phantom's organ labels) start from the noise-free phantom, so the change is visible.
 
-The phantom lies on the base model's working grid (at most DEMO_MAX_SIZE voxels over a DEMO_FOV_MM
-field of view), so no task spends time resampling.
+The phantom is an adult-size chest on the base model's working grid, so no task spends time resampling:
+drawn and scanned over a chest CT's field of view (DEMO_FOV_MM), then cropped in plane around the nodule
+to at most `max_size` voxels (the noise was made on whole slices, as a scanner makes it).
 
 Fallback: when the bundled models are missing, the demo fits a tiny model to the phantom on the spot
 and pairs it with untrained ControlNets (fallback.py). The summary says so; lesion generation then
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -119,19 +120,24 @@ def make_scene(config: DemoConfig, out: Path, progress: Progress) -> Scene:
     """The phantom (on the models' working grid), its low-dose scan, and the models."""
     models = bundled_models()
     spacing = DEMO_SPACING if models is None else tuple(read_card(models["base"]).working_spacing)
-    size = tuple(min(int(m), int(round(f / s))) for m, f, s in zip(config.max_size, DEMO_FOV_MM, spacing))
+    scanned = [max(8, int(round(f / s))) for f, s in zip(DEMO_FOV_MM, spacing)]
+    scanned[2] = min(scanned[2], int(config.max_size[2]))
     progress.start("phantom", 2, "chest phantom with a lung nodule")
     clock = time.perf_counter()
-    phantom = make_phantom(PhantomConfig(region="chest", size=size, spacing=spacing, lesions=1, seed=config.seed,
-                                         lesion_radius_mm=(8.0, 12.0)))
+    whole = make_phantom(PhantomConfig(region="chest", size=tuple(scanned), spacing=spacing, lesions=1, seed=config.seed,
+                                       lesion_radius_mm=(8.0, 12.0), patient_scale=1.0))
+    progress.step(1, "low-dose simulation")
+    whole_low_dose = simulate_low_dose(whole.image, config.dose, seed=config.seed)
+    cut = _crop_around(whole.lesion_mask, config.max_size[:2])
+    phantom = replace(whole, image=cut(whole.image), labels=cut(whole.labels), lesion_mask=cut(whole.lesion_mask))
+    low_dose = cut(whole_low_dose)
+    size = phantom.image.GetSize()
     files = {
         "ct": ctio.write_image(phantom.image, out / "ct.nii.gz"),
         "labels": ctio.write_image(phantom.labels, out / "labels.nii.gz"),
         "lesion_mask": ctio.write_image(phantom.lesion_mask, out / "lesion_mask.nii.gz"),
+        "ct_low_dose": ctio.write_image(low_dose, out / "ct_low_dose.nii.gz"),
     }
-    progress.step(1, "low-dose simulation")
-    low_dose = simulate_low_dose(phantom.image, config.dose, seed=config.seed)
-    files["ct_low_dose"] = ctio.write_image(low_dose, out / "ct_low_dose.nii.gz")
     progress.step(2)
     timings = {"phantom": time.perf_counter() - clock}
     fallback = models is None
@@ -140,6 +146,21 @@ def make_scene(config: DemoConfig, out: Path, progress: Progress) -> Scene:
         models = fallback_models(phantom, config, out / "model", progress)
         timings["fit fallback model"] = time.perf_counter() - clock
     return Scene(config, out, progress, phantom, low_dose, models, files, size, spacing, timings, fallback)
+
+
+def _crop_around(mask: sitk.Image, max_xy) -> Callable[[sitk.Image], sitk.Image]:
+    """An in-plane crop of at most `max_xy` voxels centred on the mask's voxels (the volume's centre when it
+    has none), shifted to lie inside the volume; it keeps each image's physical geometry."""
+    array = sitk.GetArrayFromImage(mask)
+    found = np.argwhere(array > 0)
+    centre = found.mean(axis=0)[::-1] if found.size else (np.asarray(mask.GetSize()) - 1) / 2.0
+    start, stop = [], []
+    for n, c, m in zip(mask.GetSize()[:2], centre[:2], max_xy):
+        m = min(int(m), n)
+        first = int(np.clip(int(round(c)) - m // 2, 0, n - m))
+        start.append(first)
+        stop.append(first + m)
+    return lambda image: image[start[0]:stop[0], start[1]:stop[1], :]
 
 
 # ------------------------------------------------------------------------------------------- the stages
@@ -257,6 +278,7 @@ def write_summary(s: Scene, figures: dict, seconds: float) -> Path:
         "models": {k: str(v) for k, v in s.models.items()},
         "fallback_models": s.fallback,
         "phantom": {"region": "chest", "size": list(s.size), "spacing_mm": list(s.spacing), "seed": s.config.seed,
+                    "scanned_field_of_view_mm": list(DEMO_FOV_MM[:2]), "patient": "adult size, cropped around the nodule",
                     "dose_fraction": s.config.dose, "nodule_voxels": int(s.nodule.sum())},
         "low_dose_noise_hu_in_body": round(float(np.std((s.noisy - s.clean)[s.body])), 1),
         "settings": {k: v for k, v in vars(s.config).items()},
