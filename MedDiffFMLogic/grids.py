@@ -44,6 +44,17 @@ def working_grid(image: sitk.Image, spacing: Sequence[float], *, exact: bool = F
     return ctio.resample_to_spacing(image, spacing, "linear")
 
 
+def box_around(shape: Sequence[int], centre: Sequence[float], size: Sequence[int]) -> tuple[slice, ...]:
+    """Slices of `size` voxels (at most `shape`) centred at `centre`, shifted to lie inside the volume;
+    in the axis order of its arguments."""
+    box = []
+    for n, c, s in zip(shape, centre, size):
+        s = min(int(s), int(n))
+        start = int(np.clip(round(float(c) - s / 2.0), 0, n - s))
+        box.append(slice(start, start + s))
+    return tuple(box)
+
+
 def centred_grid(size: Sequence[int], spacing: Sequence[float]) -> sitk.Image:
     """An empty float32 image of `size` (x, y, z) voxels centred on the physical origin."""
     image = sitk.Image([int(s) for s in size], sitk.sitkFloat32)

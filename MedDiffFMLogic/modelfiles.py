@@ -75,6 +75,21 @@ class ModelCard:
         return cls(**values)
 
     @property
+    def training_phantoms(self) -> dict[str, Any]:
+        """The phantom set the model was trained on (its training config's `data.phantoms`: size, spacing,
+        patient_scale...), empty when the card does not say (a model trained on a manifest, or an old card)."""
+        config = self.provenance.get("config") or {}
+        return dict((config.get("data") or {}).get("phantoms") or {})
+
+    def training_fov_mm(self) -> tuple[float, float] | None:
+        """The in-plane field of view of its training phantoms (size x spacing), None when not known."""
+        phantoms = self.training_phantoms
+        try:
+            return tuple(float(n) * float(s) for n, s in zip(phantoms["size"][:2], phantoms["spacing"][:2]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    @property
     def network_config(self) -> NetworkConfig:
         try:
             return NetworkConfig.from_dict(self.architecture)

@@ -380,15 +380,38 @@ def test_demo_runs_every_task_and_writes_a_montage_and_summary(tmp_path, capsys)
     outputs = demo.run(config, tmp_path / "demo")
     summary = json.loads(Path(outputs["summary"]).read_text())
     assert set(summary["figures"]) == {"denoise", "anomaly", "inpaint", "lesion", "superres", "synthesize"}
-    # an adult-size chest scanned whole, then cropped around its nodule to the voxel cap
+    # the chest scanned whole (the bundled model's training field of view, at least 256 mm), then cropped
+    # around its nodule to the voxel cap
     assert summary["phantom"]["size"] == [40, 40, 32] and summary["phantom"]["nodule_voxels"] > 0
-    assert summary["phantom"]["scanned_field_of_view_mm"][0] > 40 * summary["phantom"]["spacing_mm"][0]
+    assert summary["phantom"]["scanned_mm"][:2] == [256.0, 256.0]
+    if summary["figures"]["lesion"]["mirrored"]:  # a new nodule in the other lung, not on the old one
+        new = sitk.GetArrayFromImage(ctio.read_label_map(Path(outputs["ct"]).parent / "lesion_new_mask.nii.gz")).astype(bool)
+        old = sitk.GetArrayFromImage(ctio.read_label_map(outputs["lesion_mask"])).astype(bool)
+        assert new.any() and not (new & old).any()
     assert summary["figures"]["inpaint"]["outside_mask_identical"] is True
     assert Path(outputs["montage"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ct = ctio.read_ct(outputs["ct"])
     for key in ("denoised", "anomaly_map", "inpainted", "lesion_generated", "synthesized"):
         assert _exact_grid(ctio.read_ct(outputs[key], check_hu=False), ct), key  # results, not scans
     assert all(Path(v).exists() for v in outputs.values())
+
+
+def test_the_demo_crop_holds_the_nodule_and_its_mirror_image_when_both_fit():
+    from MedDiffFMLogic.demo import crop_around_nodule
+
+    nodule = np.zeros((4, 50, 100), bool)
+    nodule[1:3, 20:25, 10:15] = True  # its mirror image across the middle column: x 85..89
+    ys, xs = crop_around_nodule(nodule, (96, 30))
+    assert (xs.start, xs.stop) == (2, 98) and ys.stop - ys.start == 30 and ys.start <= 20 and ys.stop >= 25
+    assert nodule[:, ys, xs].sum() == nodule.sum() and nodule[:, :, ::-1][:, ys, xs].sum() == nodule.sum()
+    ys, xs = crop_around_nodule(nodule, (80, 30))  # exactly as wide as both
+    assert (xs.start, xs.stop) == (10, 90)
+    ys, xs = crop_around_nodule(nodule, (70, 30))  # too narrow for both: around the nodule, inside the volume
+    assert (xs.start, xs.stop) == (0, 70) and nodule[:, ys, xs].sum() == nodule.sum()
+    ys, xs = crop_around_nodule(nodule, (8, 8))
+    assert (xs.start, xs.stop) == (8, 16) and (ys.start, ys.stop) == (18, 26)
+    ys, xs = crop_around_nodule(np.zeros((4, 50, 100), bool), (40, 40))  # no nodule: the middle
+    assert (xs.start, xs.stop) == (30, 70) and (ys.start, ys.stop) == (5, 45)
 
 
 def test_superres_slab_geometry_matches_thick_slice_reconstruction(tmp_path, models):

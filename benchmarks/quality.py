@@ -76,6 +76,7 @@ from MedDiffFMLogic import ctio  # noqa: E402
 from MedDiffFMLogic.algorithms import estimate_noise_hu  # noqa: E402
 from MedDiffFMLogic.anatomy import ANATOMY_CLASSES, label_index  # noqa: E402
 from MedDiffFMLogic.errors import InputError  # noqa: E402
+from MedDiffFMLogic.grids import box_around as box  # noqa: E402  ((z, y, x) boxes inside the volume)
 from MedDiffFMLogic.controls import slab_average  # noqa: E402
 from MedDiffFMLogic.metrics import auroc, dice, mean, plain, psnr, ssim, window  # noqa: E402
 from MedDiffFMLogic.modelfiles import find_model, read_card, trained_superres_factor  # noqa: E402
@@ -168,13 +169,9 @@ def arr(image: sitk.Image) -> np.ndarray:
 
 
 def training_fov_mm(card) -> tuple[float, float]:
-    """The in-plane field of view of the base model's training phantoms (size x spacing, from its card's
-    training config), or DEFAULT_FOV_MM when the card does not say."""
-    phantoms = (((card.provenance or {}).get("config") or {}).get("data") or {}).get("phantoms") or {}
-    try:
-        return tuple(float(n) * float(s) for n, s in zip(phantoms["size"][:2], phantoms["spacing"][:2]))
-    except (KeyError, TypeError, ValueError):
-        return DEFAULT_FOV_MM
+    """The in-plane field of view of the base model's training phantoms (from its card's training
+    config), or DEFAULT_FOV_MM when the card does not say."""
+    return card.training_fov_mm() or DEFAULT_FOV_MM
 
 
 def plan_fov_mm(plan: Plan, card) -> tuple[float, float]:
@@ -225,17 +222,6 @@ def slab(region: str, seed: int, grid: Grid, z_mm: float, lesions: int = 0):
 
 def host_organ(labels: np.ndarray, region: str) -> np.ndarray:
     return np.isin(labels, [label_index(n) for n in LESION_MODELS[region]["organs"]])
-
-
-def box(shape, centre, size) -> tuple[slice, ...]:
-    """A (z, y, x) box of `size` voxels around `centre`, shifted to lie inside `shape` (cut where it
-    cannot)."""
-    out = []
-    for n, c, s in zip(shape, centre, size):
-        s = min(s, n)
-        start = int(np.clip(int(round(c)) - s // 2, 0, n - s))
-        out.append(slice(start, start + s))
-    return tuple(out)
 
 
 def body_centre(labels: np.ndarray) -> tuple[float, float, float]:

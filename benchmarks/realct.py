@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from MedDiffFMLogic import ctio  # noqa: E402
 from MedDiffFMLogic.algorithms import estimate_noise_hu  # noqa: E402
 from MedDiffFMLogic.controls import slab_average  # noqa: E402
+from MedDiffFMLogic.grids import box_around as crop_box  # noqa: E402  (slices inside the volume)
 from MedDiffFMLogic.metrics import auroc, plain, psnr, ssim  # noqa: E402
 from MedDiffFMLogic.modelfiles import find_model, read_card  # noqa: E402
 from MedDiffFMLogic.phantoms import simulate_low_dose  # noqa: E402
@@ -191,16 +192,6 @@ def brain_mask(hu: np.ndarray, spacing, head: np.ndarray) -> np.ndarray:
     if n == 0:
         return mask
     return lab == 1 + int(np.argmax(ndimage.sum(mask, lab, index=range(1, n + 1))))
-
-
-def crop_box(shape, centre, size) -> tuple[slice, ...]:
-    """Slices of `size` voxels (clipped to `shape`) centred at `centre`, inside the volume."""
-    box = []
-    for n, c, s in zip(shape, centre, size):
-        s = min(int(s), n)
-        start = int(np.clip(round(c - s / 2.0), 0, n - s))
-        box.append(slice(start, start + s))
-    return tuple(box)
 
 
 def sub_image(image: sitk.Image, box) -> sitk.Image:

@@ -11,9 +11,11 @@ inpainting (nodule removal), lesion generation (a nodule drawn at the mirror pos
 lung), super-resolution (the phantom averaged into slabs `superres_factor` times thicker) and synthesis
 (following the phantom's organ labels) start from the noise-free phantom, so the change is visible.
 
-The phantom is an adult-size chest on the base model's working grid, so no task spends time resampling:
-drawn and scanned over a chest CT's field of view (DEMO_FOV_MM), then cropped in plane around the nodule
-to at most `max_size` voxels (the noise was made on whole slices, as a scanner makes it).
+The phantom is a chest like those the base model was trained on (their field of view, at least
+DEMO_FOV_MM, and patient size, from its card) on its working grid, so no task spends time resampling:
+drawn and scanned whole (the noise depends on every ray through the body, as on a scanner), then cropped
+in plane to at most `max_size` voxels around the nodule and, where both fit, its mirror image across the
+body's midline, where lesion generation draws a new one.
 
 Fallback: when the bundled models are missing, the demo fits a tiny model to the phantom on the spot
 and pairs it with untrained ControlNets (fallback.py). The summary says so; lesion generation then
@@ -40,6 +42,7 @@ from ..controls import slab_average
 from ..errors import InputError
 from ..metrics import dice, plain, rmse
 from ..modelfiles import read_card, trained_superres_factor
+from ..grids import box_around
 from ..phantoms import LESION_MODELS, PhantomConfig, make_phantom, simulate_low_dose
 from ..progress import SILENT, Progress
 from ..settings.demo import DEMO_FOV_MM, DemoConfig
@@ -65,6 +68,9 @@ class Scene:
     fallback: bool = False  # the models were fitted on the spot (fallback.py)
     thick: sitk.Image | None = None  # the super-resolution input
     new_lesion: np.ndarray | None = None  # the lesion stage's mask
+    mirror: np.ndarray | None = None  # the nodule mirrored across the body's midline (cut where outside the crop)
+    scanned_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the whole phantom, before the crop
+    patient_scale: float | None = None  # the phantom's (PhantomConfig.patient_scale: None fits the field of view)
 
     def __post_init__(self) -> None:
         self.clean, self.noisy = ctio.to_array(self.phantom.image), ctio.to_array(self.low_dose)
@@ -119,18 +125,28 @@ def _check(config: DemoConfig) -> None:
 def make_scene(config: DemoConfig, out: Path, progress: Progress) -> Scene:
     """The phantom (on the models' working grid), its low-dose scan, and the models."""
     models = bundled_models()
-    spacing = DEMO_SPACING if models is None else tuple(read_card(models["base"]).working_spacing)
-    scanned = [max(8, int(round(f / s))) for f, s in zip(DEMO_FOV_MM, spacing)]
+    card = None if models is None else read_card(models["base"])
+    spacing = DEMO_SPACING if card is None else tuple(card.working_spacing)
+    patient_scale = None if card is None else card.training_phantoms.get("patient_scale")
+    trained_fov = (card.training_fov_mm() if card else None) or DEMO_FOV_MM[:2]
+    fov = [max(f, t) for f, t in zip(DEMO_FOV_MM[:2], trained_fov)] + [DEMO_FOV_MM[2]]
+    scanned = [max(8, int(round(f / s))) for f, s in zip(fov, spacing)]
     scanned[2] = min(scanned[2], int(config.max_size[2]))
     progress.start("phantom", 2, "chest phantom with a lung nodule")
     clock = time.perf_counter()
     whole = make_phantom(PhantomConfig(region="chest", size=tuple(scanned), spacing=spacing, lesions=1, seed=config.seed,
-                                       lesion_radius_mm=(8.0, 12.0), patient_scale=1.0))
+                                       lesion_radius_mm=(8.0, 12.0), patient_scale=patient_scale))
     progress.step(1, "low-dose simulation")
     whole_low_dose = simulate_low_dose(whole.image, config.dose, seed=config.seed)
-    cut = _crop_around(whole.lesion_mask, config.max_size[:2])
+    nodule = sitk.GetArrayFromImage(whole.lesion_mask).astype(bool)
+    ys, xs = crop_around_nodule(nodule, config.max_size[:2])
+
+    def cut(image: sitk.Image) -> sitk.Image:
+        return image[xs.start:xs.stop, ys.start:ys.stop, :]
+
     phantom = replace(whole, image=cut(whole.image), labels=cut(whole.labels), lesion_mask=cut(whole.lesion_mask))
     low_dose = cut(whole_low_dose)
+    mirror = nodule[:, :, ::-1][:, ys, xs]  # the phantom's body is centred: its midline is the middle column
     size = phantom.image.GetSize()
     files = {
         "ct": ctio.write_image(phantom.image, out / "ct.nii.gz"),
@@ -145,22 +161,24 @@ def make_scene(config: DemoConfig, out: Path, progress: Progress) -> Scene:
         clock = time.perf_counter()
         models = fallback_models(phantom, config, out / "model", progress)
         timings["fit fallback model"] = time.perf_counter() - clock
-    return Scene(config, out, progress, phantom, low_dose, models, files, size, spacing, timings, fallback)
+    return Scene(config, out, progress, phantom, low_dose, models, files, size, spacing, timings, fallback,
+                 mirror=mirror, scanned_mm=tuple(n * s for n, s in zip(whole.image.GetSize(), spacing)),
+                 patient_scale=patient_scale)
 
 
-def _crop_around(mask: sitk.Image, max_xy) -> Callable[[sitk.Image], sitk.Image]:
-    """An in-plane crop of at most `max_xy` voxels centred on the mask's voxels (the volume's centre when it
-    has none), shifted to lie inside the volume; it keeps each image's physical geometry."""
-    array = sitk.GetArrayFromImage(mask)
-    found = np.argwhere(array > 0)
-    centre = found.mean(axis=0)[::-1] if found.size else (np.asarray(mask.GetSize()) - 1) / 2.0
-    start, stop = [], []
-    for n, c, m in zip(mask.GetSize()[:2], centre[:2], max_xy):
-        m = min(int(m), n)
-        first = int(np.clip(int(round(c)) - m // 2, 0, n - m))
-        start.append(first)
-        stop.append(first + m)
-    return lambda image: image[start[0]:stop[0], start[1]:stop[1], :]
+def crop_around_nodule(nodule: np.ndarray, max_xy) -> tuple[slice, slice]:
+    """(y, x) slices of at most `max_xy` (x, y) voxels: around the nodule (a (z, y, x) mask) and its mirror
+    image across the volume's middle column when both fit, else around the nodule alone (the volume's
+    middle without one)."""
+    _, ny, nx = nodule.shape
+    _, ys, xs = np.nonzero(nodule)
+    if xs.size == 0:
+        return box_around((ny, nx), (ny / 2.0, nx / 2.0), (max_xy[1], max_xy[0]))
+    mirrored = nx - 1 - xs
+    lo, hi = min(xs.min(), mirrored.min()), max(xs.max(), mirrored.max())
+    # centred on the span's middle (+1: a box's end is exclusive), so a box as wide as the span holds it
+    x_centre = (lo + hi + 1) / 2.0 if hi - lo + 1 <= max_xy[0] else (xs.min() + xs.max() + 1) / 2.0
+    return box_around((ny, nx), ((ys.min() + ys.max() + 1) / 2.0, x_centre), (max_xy[1], max_xy[0]))
 
 
 # ------------------------------------------------------------------------------------------- the stages
@@ -209,9 +227,10 @@ def inpaint_stage(s: Scene) -> dict:
 
 def lesion_stage(s: Scene) -> dict:
     """A nodule drawn at the mirror position in the other lung (the phantom's own mask when the mirror
-    image leaves the lungs)."""
-    mirrored = s.nodule[:, :, ::-1]
-    new_lesion = mirrored if (s.lungs[mirrored].mean() > 0.9 and not (mirrored & s.nodule).any()) else s.nodule
+    image leaves the lungs or the crop)."""
+    mirrored = s.mirror
+    inside = mirrored.any() and mirrored.sum() == s.nodule.sum()
+    new_lesion = mirrored if (inside and s.lungs[mirrored].mean() > 0.9 and not (mirrored & s.nodule).any()) else s.nodule
     s.new_lesion = new_lesion
     lesion_path = s.mask_file(new_lesion, "lesion_new_mask.nii.gz")
     result = s.timed("lesion", lambda: lesion.run(
@@ -278,7 +297,7 @@ def write_summary(s: Scene, figures: dict, seconds: float) -> Path:
         "models": {k: str(v) for k, v in s.models.items()},
         "fallback_models": s.fallback,
         "phantom": {"region": "chest", "size": list(s.size), "spacing_mm": list(s.spacing), "seed": s.config.seed,
-                    "scanned_field_of_view_mm": list(DEMO_FOV_MM[:2]), "patient": "adult size, cropped around the nodule",
+                    "scanned_mm": [round(v, 1) for v in s.scanned_mm], "patient_scale": s.patient_scale,
                     "dose_fraction": s.config.dose, "nodule_voxels": int(s.nodule.sum())},
         "low_dose_noise_hu_in_body": round(float(np.std((s.noisy - s.clean)[s.body])), 1),
         "settings": {k: v for k, v in vars(s.config).items()},

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from . import Command, File, Setting
 from .common import DEVICE, SEED, STEPS
 
-# The scan: an adult-size chest (as the models were trained on) over a chest CT's field of view in plane
-# (z: at most max_size slices), scanned whole, since the noise depends on every ray through the body; the
-# tasks then get a crop around the nodule of at most DEMO_MAX_SIZE voxels, as a user would crop, which keeps
-# the demo within minutes (at 4 mm the whole demo took 5.5 minutes on the shared 2-core CPU with one torch
-# thread: SMALL preset, 32^3 windows, steps 10/15/20/20/20/20).
-DEMO_FOV_MM = (384.0, 384.0, 192.0)
+# The scan: a chest like the base model's training phantoms (their field of view in plane, at least
+# DEMO_FOV_MM's; their patient size, from its card; z: at most max_size slices), scanned whole, since the
+# noise depends on every ray through the body; the tasks then get a crop of at most DEMO_MAX_SIZE voxels
+# around the nodule, as a user would crop, which keeps the demo within minutes (at 4 mm the whole demo took
+# 5.5 minutes on the shared 2-core CPU with one torch thread: SMALL preset, 32^3 windows, steps
+# 10/15/20/20/20/20).
+DEMO_FOV_MM = (256.0, 256.0, 192.0)
 DEMO_MAX_SIZE = (64, 64, 48)
 
 
