@@ -46,11 +46,16 @@ def test_a_point_is_measured_merged_by_step_and_plotted(tmp_path):
         assert all(0 < row[m]["ssim"] <= 1 for m in ("noisy", "meddifffm", "bm4d"))
     assert 0 <= point["anomaly"]["abdomen"]["image_auroc"] <= 1
 
+    assert point["protocol"]["plan"]["anomaly_scans"] == 1  # what was measured, not the plan's default
     out = tmp_path / "curve.json"
-    curve.merge(out, {**point, "step": 60}, {"plan": "p"})
-    curve.merge(out, point, {"plan": "p"})
-    doc = curve.merge(out, {**point, "val_loss": 0.25}, {"plan": "p"})  # the same step again: replaced
-    assert [p["step"] for p in doc["points"]] == [30, 60] and doc["points"][0]["val_loss"] == 0.25
+    curve.merge(out, {**point, "step": 60})
+    curve.merge(out, point)
+    curve.merge(out, {**point, "model_sha256": "another model at the same step"})
+    doc = curve.merge(out, {**point, "val_loss": 0.25})  # the same step and model again: replaced
+    assert [p["step"] for p in doc["points"]] == [30, 30, 60]
+    assert [p["val_loss"] for p in doc["points"] if p["model_sha256"] == point["model_sha256"]] == [0.25, 0.3]
     assert json.loads(out.read_text()) == doc
+    with pytest.raises(SystemExit, match="another protocol"):
+        curve.merge(out, {**point, "step": 90, "protocol": {"plan": "other"}})
     curve.plot(doc, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -11,7 +11,8 @@ denoising on one held-out phantom per region at both doses (the noisy input, Med
 noise the scan's flat tissue shows, untuned: the tuned comparison is quality.py's), and optionally the
 anomaly map's image and voxel AUROC over a few lesion / lesion-free pairs per region. The point is
 merged into the JSON by step (a repeated step replaces its point), with the run's validation loss at
-that step when `--run` is given. Prints the point as JSON.
+that step when `--run` is given; each point carries its protocol, and a point measured otherwise than the
+curve's is refused. Prints the point as JSON.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def validation_loss(run: Path, step: int) -> float | None:
 
 def measure(card_path: str, run: Path | None, anomaly_scans: int, device: str, log,
             plan: quality.Plan = CURVE) -> dict:
+    plan = replace(plan, anomaly_scans=anomaly_scans)
     models = load_base(card_path, device, plan)
     provenance = models.card.provenance or {}
     step = int(provenance.get("optimizer_steps", 0))
@@ -70,6 +72,7 @@ def measure(card_path: str, run: Path | None, anomaly_scans: int, device: str, l
         "step": step, "samples_seen": provenance.get("samples_seen"),
         "training_seconds": provenance.get("wall_seconds_training"), "model_sha256": models.card.sha256,
         "val_loss": validation_loss(run, step) if run else provenance.get("final_val_loss"),
+        "protocol": {"plan": vars(plan), "first_eval_seed": quality.FIRST_EVAL_SEED},
     }
     clock = time.perf_counter()
     with tempfile.TemporaryDirectory() as figures:  # quality.py's example PNGs: not kept here
@@ -80,19 +83,25 @@ def measure(card_path: str, run: Path | None, anomaly_scans: int, device: str, l
                      for dose, r in doses.items()}
             for region, doses in denoised.items()}
         if anomaly_scans:
-            found = quality.bench_anomaly(replace(plan, anomaly_scans=anomaly_scans), models, Path(figures), log)
+            found = quality.bench_anomaly(plan, models, Path(figures), log)
             point["anomaly"] = {region: {k: r[k] for k in ("scans_with_lesions", "image_auroc", "voxel_auroc_in_host_organ")}
                                 for region, r in found.items()}
     point["seconds"] = round(time.perf_counter() - clock, 1)
     return json.loads(json.dumps(point, default=plain))
 
 
-def merge(path: Path, point: dict, protocol: dict) -> dict:
-    """The curve file with `point` in it (replacing a point of the same step), written atomically."""
+def merge(path: Path, point: dict) -> dict:
+    """The curve file with `point` in it (replacing a point of the same step and model), written
+    atomically; a point measured with another protocol than the curve's points is refused."""
     document = json.loads(path.read_text()) if path.exists() else {}
-    document["protocol"] = protocol
-    points = [p for p in document.get("points", []) if p["step"] != point["step"]] + [point]
-    document["points"] = sorted(points, key=lambda p: p["step"])
+    points = document.get("points", [])
+    other = [p for p in points if p["protocol"] != point["protocol"]]
+    if other:
+        raise SystemExit(f"{path}: its points were measured with another protocol (step {other[0]['step']}); "
+                         "give another --out")
+    key = (point["step"], point["model_sha256"])
+    document["points"] = sorted([p for p in points if (p["step"], p["model_sha256"]) != key] + [point],
+                                key=lambda p: p["step"])
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(document, indent=1) + "\n")
     tmp.replace(path)
@@ -146,9 +155,7 @@ def main(argv=None) -> int:
             print(f"[{time.perf_counter() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
 
         point = measure(args.model, args.run, args.anomaly_scans, args.device, log)
-        protocol = {"plan": {k: v for k, v in vars(CURVE).items()}, "first_eval_seed": quality.FIRST_EVAL_SEED,
-                    "note": __doc__.split("\n\n")[2].replace("\n", " ")}
-        merge(args.out, point, json.loads(json.dumps(protocol, default=plain)))
+        merge(args.out, point)
         print(json.dumps(point, indent=1))
     if args.plot:
         plot(json.loads(args.out.read_text()), args.plot)
