@@ -3,6 +3,7 @@ block of issue 12 (one entry per target: measured value, threshold, met), which 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -105,12 +106,13 @@ def test_quick_run_writes_the_targets(quality, tiny_models, tmp_path, capsys):
 
 
 def test_field_of_view_comes_from_the_training_config(quality):
-    class Card:
-        provenance = {"config": {"data": {"phantoms": {"size": [224, 224, 96], "spacing": [1.5, 1.5, 1.5]}}}}
+    from MedDiffFMLogic.modelfiles import ModelCard
 
-    assert quality.training_fov_mm(Card()) == (336.0, 336.0)
-    Card.provenance = {}
-    assert quality.training_fov_mm(Card()) == quality.DEFAULT_FOV_MM
+    card = ModelCard(name="m", kind="base", architecture={}, weights="m.safetensors", sha256="0", provenance={
+        "config": {"data": {"phantoms": {"size": [224, 224, 96], "spacing": [1.5, 1.5, 1.5], "patient_scale": 1.0}}}})
+    assert quality.training_fov_mm(card) == (336.0, 336.0) and card.training_phantoms["patient_scale"] == 1.0
+    card = dataclasses.replace(card, provenance={})
+    assert quality.training_fov_mm(card) == quality.DEFAULT_FOV_MM and card.training_phantoms == {}
 
 
 def test_merge_replaces_only_the_regions_rerun(quality, tmp_path):
