@@ -10,7 +10,7 @@ compute would close it. Each call measures one exported model (the step comes fr
 denoising on one held-out phantom per region at both doses (the noisy input, MedDiff-FM and BM4D at the
 noise the scan's flat tissue shows, untuned: the tuned comparison is quality.py's), and optionally the
 anomaly map's image and voxel AUROC over a few lesion / lesion-free pairs per region. The point is
-merged into the JSON by step (a repeated step replaces its point), with the run's validation loss at
+merged into the JSON by step (the same step of the same model replaces its point), with the run's validation loss at
 that step when `--run` is given; each point carries its protocol, and a point measured otherwise than the
 curve's is refused. Prints the point as JSON.
 """

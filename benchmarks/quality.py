@@ -778,16 +778,16 @@ def save_panels(path: Path, panels, hu_window, heat=(), contours=None, labels=()
 
 
 class Models:
-    """The base model alone, and with each ControlNet, loaded once; the training field of view."""
+    """The base model alone, and with each ControlNet, loaded once; the plan's field of view and patient
+    size (plan_fov_mm)."""
 
-    def __init__(self, base: str, lesion_cn: str, superres_cn: str, device: str):
+    def __init__(self, base: str, lesion_cn: str, superres_cn: str, device: str, plan: Plan):
         self.name, self.lesion_name, self.superres_name = base, lesion_cn, superres_cn
         self.base = load_model(base, device)
         self.lesion = load_model(base, device, lesion_cn)
         self.superres = load_model(base, device, superres_cn)
         self.card, self.net = self.base.card, self.base.net
-        self.fov_mm = training_fov_mm(self.card)
-        self.patient_scale = FULL.patient_scale
+        self.fov_mm, self.patient_scale = plan_fov_mm(plan, self.card), plan.patient_scale
 
 
 def _names(text: str, allowed, what: str) -> list[str]:
@@ -826,8 +826,7 @@ def main(argv=None) -> int:
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
 
-    models = Models(args.model, args.lesion_controlnet, args.superres_controlnet, args.device)
-    models.fov_mm, models.patient_scale = plan_fov_mm(plan, models.card), plan.patient_scale
+    models = Models(args.model, args.lesion_controlnet, args.superres_controlnet, args.device, plan)
     # Crops are small: the region detector would warn that they look like a neck; the region is given.
     warnings.filterwarnings("ignore", message=".*but the scan looks like")
     cards = {k: str(find_model(v)) for k, v in (("base", args.model), ("lesion", args.lesion_controlnet),
