@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..settings import Setting
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+_PROJECT = CONFIG_DIR.parents[2]
 
 # The numbers train and finetune take, bounded like every task's (settings.check_numbers, before any
 # work): a negative --threads would otherwise reach torch.set_num_threads and end in a traceback.
@@ -31,6 +32,13 @@ def resolve_config(name: str) -> Path:
             return candidate
     shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
     raise InputError(f"config {name!r} is neither a file nor a shipped config ({shipped})")
+
+
+def recorded_path(path: Path) -> str:
+    """A config file's path as a model card records it: relative to the project for a shipped config, so
+    that a committed card does not carry the path of the machine that trained it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(_PROJECT)) if resolved.is_relative_to(_PROJECT) else str(path)
 
 
 def _command_line() -> str:
@@ -68,7 +76,7 @@ def _run(args, progress, task: str | None):
     if task is None and config.task is not None:
         raise InputError(f"{path} is a fine-tuning config (task {config.task!r}); run `meddifffm finetune`")
     output = args.output or str(Path("runs") / config.name)
-    trainer = Trainer(config, output, export_dir=args.export, command=_command_line(), config_file=str(path),
+    trainer = Trainer(config, output, export_dir=args.export, command=_command_line(), config_file=recorded_path(path),
                       device=args.device, progress=progress)
     return trainer.run(resume=args.resume, overwrite=args.overwrite)
 

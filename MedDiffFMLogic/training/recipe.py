@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..progress import SILENT, Progress
-from .commands import CONFIG_DIR, _command_line
+from .commands import CONFIG_DIR, _command_line, recorded_path
 
 if TYPE_CHECKING:  # the command line is built without torch: config imports the network
     from .config import TrainConfig
@@ -83,7 +83,7 @@ def run_recipe(folder: str | Path, device: str = "auto", dry_run: bool = False, 
         if dry_run:
             config = dry_run_config(config)
         trainer = Trainer(config, folder / "runs" / config.name, export_dir=folder / config.name,
-                          command=_command_line(), config_file=str(CONFIG_DIR / f"{name}.json"), device=device,
+                          command=_command_line(), config_file=recorded_path(CONFIG_DIR / f"{name}.json"), device=device,
                           progress=progress)
         stage_started = time.monotonic()
         done = trainer.run(resume=True)  # run again after an interruption: each run goes on where it stopped
