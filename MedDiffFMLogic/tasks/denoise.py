@@ -149,7 +149,8 @@ def run(config: DenoiseConfig, input: str | os.PathLike, output: str | os.PathLi
     result, info = denoise_image(image, config, model, progress)
     how = "given" if config.noise_level is not None else "estimated"
     progress.note("noise", f"noise level {info.noise_level_hu:.1f} HU ({how}, x{config.strength:g} strength); "
-                           f"sampling starts at timestep {info.t_start} and runs {len(info.timesteps)} steps")
+                           f"sampling starts at timestep {info.t_start} and runs {len(info.timesteps)} "
+                           f"step{'s' if len(info.timesteps) != 1 else ''}")
     report_change(progress, image, result)
     if warning := denoise_residual_warning(ctio.to_array(image), ctio.to_array(result)):
         warnings.warn(warning)  # structure taken away, not only noise: a silent wrong answer otherwise
