@@ -7,7 +7,7 @@ exactly as `meddifffm denoise|synthesize` would, with `--device cuda`:
 
 - denoise: a chest phantom resampled to 512 x 512 x 300 voxels of 0.8 x 0.8 x 1.0 mm (a typical chest
   CT matrix) with low-dose noise, stored as int16 NIfTI; the card's working spacing is 1 mm isotropic,
-  so the task works on the CT's own grid (within 30 %), 10 DiffPIR steps (the task's default) from
+  so the task works on the CT's own grid (within 30 %), the task's default DiffPIR steps (one) from
   the timestep of a 20 HU noise level;
 - synthesis: 256^3 voxels at 1 mm, 50 DDIM steps (the task's default).
 
