@@ -382,8 +382,12 @@ def test_demo_runs_every_task_and_writes_a_montage_and_summary(tmp_path, capsys)
     assert set(summary["figures"]) == {"denoise", "anomaly", "inpaint", "lesion", "superres", "synthesize"}
     # the chest scanned whole (the bundled model's training field of view, at least 256 mm), then cropped
     # around its nodule to the voxel cap
+    from MedDiffFMLogic.modelfiles import find_model, read_card
+    from MedDiffFMLogic.tasks.common import DEFAULT_MODEL
+
+    trained_fov = read_card(find_model(DEFAULT_MODEL)).training_fov_mm()
     assert summary["phantom"]["size"] == [40, 40, 32] and summary["phantom"]["nodule_voxels"] > 0
-    assert summary["phantom"]["scanned_mm"][:2] == [256.0, 256.0]
+    assert summary["phantom"]["scanned_mm"][:2] == pytest.approx([max(256.0, f) for f in trained_fov])
     if summary["figures"]["lesion"]["mirrored"]:  # a new nodule in the other lung, not on the old one
         new = sitk.GetArrayFromImage(ctio.read_label_map(Path(outputs["ct"]).parent / "lesion_new_mask.nii.gz")).astype(bool)
         old = sitk.GetArrayFromImage(ctio.read_label_map(outputs["lesion_mask"])).astype(bool)
