@@ -129,6 +129,29 @@ def test_denoise_keeps_air_as_air_in_a_narrow_window(tmp_path, models):
     assert not np.array_equal(out[tissue], original[tissue])  # inside the window the model still works
 
 
+def test_denoise_off_the_working_grid_keeps_the_soft_tissue_beside_bone(tmp_path, models):
+    """The network sees the input clipped to the region's window, so the detail finer than its grid is
+    measured against the clipped input: a noise-free skull edge on a 1 mm grid (the model's is 4 mm)
+    comes back as it was. Measured against the unclipped input, the bone blurred across the coarse grid
+    put errors of hundreds of HU into the tissue beside it (a real head CT lost 6 dB to it)."""
+    from MedDiffFMLogic.sampling import SlidingWindowEstimator
+
+    class NoNoiseSeen(SlidingWindowEstimator):  # a denoiser that finds no noise: the input is its answer
+        def __call__(self, x, t):
+            return torch.zeros_like(x)
+
+    zz, yy, xx = np.mgrid[:24, :40, :40]
+    bone = xx + 0.37 * yy < 17.3  # an oblique edge, off the 4 mm grid
+    image = sitk.GetImageFromArray(np.where(bone, 1200.0, 40.0).astype(np.float32))
+    image.SetSpacing((1.0, 1.0, 1.0))
+    model = load_model(models["base"], "cpu", estimator=NoNoiseSeen)
+    result, info = denoise.denoise_image(image, denoise.DenoiseConfig(region="head_neck", noise_level=1.0), model)
+    assert not info.native_grid
+    out = ctio.to_array(result)
+    np.testing.assert_array_equal(out[bone], 1200.0)  # beyond the window: the input's
+    assert np.abs(out[~bone] - 40.0).max() < 5.0
+
+
 # ------------------------------------------------------------------------------------------- inpaint
 
 
