@@ -398,7 +398,7 @@ def test_demo_runs_every_task_and_writes_a_montage_and_summary(tmp_path, capsys)
 
     config = demo.DemoConfig(
         denoise_steps=1, anomaly_steps=1, inpaint_steps=1, lesion_steps=1, superres_steps=1, synthesize_steps=1,
-        train_steps=2, max_size=(40, 40, 32), device="cpu",
+        train_steps=2, max_size=(64, 64, 32), device="cpu",  # 96 mm at 1.5 mm: soft tissue to estimate the noise on
     )
     outputs = demo.run(config, tmp_path / "demo")
     summary = json.loads(Path(outputs["summary"]).read_text())
@@ -409,7 +409,7 @@ def test_demo_runs_every_task_and_writes_a_montage_and_summary(tmp_path, capsys)
     from MedDiffFMLogic.tasks.common import DEFAULT_MODEL
 
     trained_fov = read_card(find_model(DEFAULT_MODEL)).training_fov_mm()
-    assert summary["phantom"]["size"] == [40, 40, 32] and summary["phantom"]["nodule_voxels"] > 0
+    assert summary["phantom"]["size"] == [64, 64, 32] and summary["phantom"]["nodule_voxels"] > 0
     assert summary["phantom"]["scanned_mm"][:2] == pytest.approx([max(256.0, f) for f in trained_fov])
     if summary["figures"]["lesion"]["mirrored"]:  # a new nodule in the other lung, not on the old one
         new = sitk.GetArrayFromImage(ctio.read_label_map(Path(outputs["ct"]).parent / "lesion_new_mask.nii.gz")).astype(bool)
