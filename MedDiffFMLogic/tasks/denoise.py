@@ -43,6 +43,7 @@ from ..settings.denoise import DenoiseConfig  # noqa: F401 (the task's config, d
 from ..regions import HU_WINDOWS, check_region, hu_per_unit
 from ..sampling import make_generator, spaced_timesteps
 from ..schedules import timestep_for_noise_level
+from ..units import clamp_physical
 from .common import LoadedModel, check_outputs, check_positive, load_model, report_change
 from .prepare import prepare_task
 
@@ -117,7 +118,7 @@ def denoise_image(image: sitk.Image, config: DenoiseConfig, model: LoadedModel,
         # blurred across the working grid put edges of hundreds of HU into the brain beside the skull
         # (a quarter-dose real head CT at 0.96 mm: 23.1 dB against the noisy input's 29.5; clipped, 33.2 dB).
         low, high = HU_WINDOWS[prepared.region]
-        round_trip = ctio.to_array(ctio.resample_onto(sitk.Clamp(work, work.GetPixelID(), low, high), image, "linear"))
+        round_trip = ctio.to_array(ctio.resample_onto(clamp_physical(work, (low, high)), image, "linear"))
         detail = np.clip(original, low, high) - round_trip
         # The band is mostly noise: its own robust spread sets the bar, and detail above 3 times that
         # (edges finer than the working grid) is kept whole; soft thresholding would shift every such
